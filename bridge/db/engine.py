@@ -1,0 +1,153 @@
+"""The engine, transactions and migrations: the one boundary between bridge and SQL.
+
+SQLite (the embedded default) runs in WAL mode with a busy timeout. Its
+writers start with ``BEGIN IMMEDIATE`` so two writers queue on the lock
+instead of deadlocking when a read transaction upgrades (SQLAlchemy ignores
+``with_for_update()`` on SQLite, see FIELD-NOTES). Readers use a plain
+deferred ``BEGIN`` and never block the writer.
+
+PostgreSQL is used by URL (``postgresql+psycopg://``). Writers that insert
+outbox events take an advisory transaction lock first (:meth:`Database.lock_events`)
+so event ``seq`` order equals commit order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, exc, text
+from sqlalchemy.engine import make_url
+
+from bridge.errors import StorageError
+
+__all__ = ["Database", "utcnow"]
+
+log = logging.getLogger(__name__)
+
+#: advisory lock key serialising outbox inserts on PostgreSQL ("bridge" in ASCII)
+EVENTS_LOCK_KEY = 0x627269646765
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def normalise_url(url: str) -> str:
+    """Accept ``postgresql://`` and pick the psycopg 3 driver for it."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+class Database:
+    """One database: an engine plus read and write transactions."""
+
+    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10) -> None:
+        self.url = normalise_url(url)
+        parsed = make_url(self.url)
+        self.dialect = parsed.get_backend_name()
+        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        if self.dialect == "sqlite":
+            db = parsed.database
+            if db and db != ":memory:":
+                Path(db).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        else:
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        self.engine: Engine = create_engine(self.url, **kwargs)
+        if self.dialect == "sqlite":
+            _sqlite_pragmas(self.engine)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction: committed on exit, rolled back on error."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(bridge_immediate=True)
+                with conn.begin():
+                    yield conn
+        except exc.IntegrityError:
+            raise
+        except exc.DBAPIError as e:
+            raise StorageError(f"database write failed: {_short(e)}") from e
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction (a consistent snapshot on both backends)."""
+        try:
+            with self.engine.connect() as conn:
+                with conn.begin():
+                    yield conn
+        except exc.DBAPIError as e:
+            raise StorageError(f"database read failed: {_short(e)}") from e
+
+    def lock_events(self, conn: Connection) -> None:
+        """Serialise outbox inserts until this transaction ends (PostgreSQL only).
+
+        Call it right before inserting events, as late in the transaction as
+        possible: every transaction that inserts events then commits in ``seq``
+        order, so a feed reader paging by ``seq`` never skips a late commit.
+        SQLite needs nothing: it has a single writer.
+        """
+        if self.is_postgres:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": EVENTS_LOCK_KEY})
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Run the Alembic migrations up to ``revision``."""
+        from alembic import command
+
+        command.upgrade(alembic_config(self.url), revision)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    here = Path(__file__).parent / "migrations"
+    cfg = Config()
+    cfg.set_main_option("script_location", str(here))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["configure_logger"] = False
+    return cfg
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        # let SQLAlchemy emit BEGIN itself, so we can choose IMMEDIATE for writers
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        # a 1,000-message batch touches a few MB of pages: keep them in cache until commit
+        cur.execute("PRAGMA cache_size=-65536")
+        cur.execute("PRAGMA temp_store=MEMORY")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        if conn.get_execution_options().get("bridge_immediate"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+
+def _short(e: exc.DBAPIError) -> str:
+    return str(e.orig).splitlines()[0] if e.orig is not None else str(e).splitlines()[0]

@@ -1,0 +1,59 @@
+"""Tables from a component name to ``"module:Class"``, imported lazily.
+
+A table, not decorator registration: a plugin whose module nobody imported
+cannot go silently missing, and the contract tests loop over every entry.
+Adding a format, a mapping or a destination is one module plus one line here.
+
+Every registered class has a docstring and a nested pydantic ``Config`` with
+``extra="forbid"``; ``bridge.yaml`` blocks are validated against it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from bridge.errors import ConfigError
+
+__all__ = ["DESTINATIONS", "MAPPINGS", "PARSERS", "ROLES", "SOURCES", "load", "names"]
+
+SOURCES: dict[str, str] = {
+    "folder": "bridge.sources.folder:FolderSource",
+}
+
+PARSERS: dict[str, str] = {
+    "csv": "parsers.flat:CsvParser",
+    "fixed_width": "parsers.flat:FixedWidthParser",
+}
+
+MAPPINGS: dict[str, str] = {
+    "inventory_movement_csv": "mappings.flat_inventory_movement:InventoryMovementMapping",
+    "item_csv": "mappings.flat_item:ItemMapping",
+}
+
+DESTINATIONS: dict[str, str] = {
+}
+
+ROLES: dict[str, dict[str, str]] = {
+    "source": SOURCES,
+    "parser": PARSERS,
+    "mapping": MAPPINGS,
+    "destination": DESTINATIONS,
+}
+
+
+def names(role: str) -> list[str]:
+    return sorted(ROLES[role])
+
+
+def load(role: str, name: str, *, key: str | None = None) -> Any:
+    """Import and return the class registered as ``name`` for ``role``."""
+    table = ROLES[role]
+    try:
+        target = table[name]
+    except KeyError:
+        known = ", ".join(sorted(table)) or "none"
+        raise ConfigError(key or f"{role}.type", f"unknown {role} type {name!r} (known: {known})") from None
+    module_name, _, class_name = target.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, class_name)

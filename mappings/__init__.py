@@ -1,0 +1,1 @@
+"""Mappings: a parsed message becomes canonical records, through master-data crosswalks."""

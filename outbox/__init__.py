@@ -1,0 +1,1 @@
+"""The transactional outbox: records and their events written in one transaction, then relayed."""

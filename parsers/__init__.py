@@ -1,0 +1,1 @@
+"""Parsers: bytes in, a stream of :class:`parsers.base.Message` out. One module per format."""

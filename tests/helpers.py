@@ -1,0 +1,87 @@
+"""Small helpers shared by tests: settings for a temp dir, waiting for a condition, reading tables."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from bridge.db import Database
+from bridge.db.tables import events, failures, inbound_files, records
+from bridge.settings import Settings
+from mappings.crosswalks import upsert_entries
+
+CONSUMPTION_HEADER = "timestamp,item,qty,uom,dept,transaction_type,lot,encounter\n"
+
+
+def consumption_csv(rows: int, *, start: int = 0, item: str = "100234", dept: str = "ICU") -> bytes:
+    lines = [CONSUMPTION_HEADER]
+    for i in range(start, start + rows):
+        lines.append(f"2026-11-26 08:{(i // 60) % 60:02d}:{i % 60:02d},{item},{1 + i % 3},EA,{dept},issue,L{i},V{i:07d}\n")
+    return "".join(lines).encode()
+
+
+def seed_crosswalks(db: Database) -> None:
+    with db.write() as conn:
+        upsert_entries(conn, "item", [
+            {"source_code": "100234", "target_code": "ERP-SUT-0001"},
+            {"source_code": "100235", "target_code": "ERP-GLV-0007"},
+            {"source_code": "100299", "target_code": "ERP-OLD-0001", "active": False},
+        ])
+        upsert_entries(conn, "department", [
+            {"source_code": "ICU", "target_code": "CC-4100"},
+            {"source_code": "ED", "target_code": "CC-4200"},
+        ])
+
+
+def settings_for(tmp: Path, db_url: str, channels: dict[str, Any], **extra: Any) -> Settings:
+    data: dict[str, Any] = {"database_url": db_url, "data_dir": str(tmp / "var"), "channels": channels}
+    data.update(extra)
+    s = Settings.model_validate(data)
+    s.validate_components()
+    return s
+
+
+def folder_channel(path: Path, **source: Any) -> dict[str, Any]:
+    return {
+        "source": {"type": "folder", "path": str(path), "settle_seconds": 0.2, "rescan_seconds": 0.5, **source},
+        "parser": {"type": "csv"},
+        "mapping": {"type": "inventory_movement_csv"},
+    }
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def count(db: Database, table: Any, *where: Any) -> int:
+    with db.read() as conn:
+        return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
+
+
+def inbound_rows(db: Database) -> list[Any]:
+    with db.read() as conn:
+        return list(conn.execute(select(inbound_files).order_by(inbound_files.c.id)).all())
+
+
+def record_count(db: Database, rtype: str = "inventory_movement") -> int:
+    return count(db, records, records.c.type == rtype)
+
+
+def event_count(db: Database) -> int:
+    return count(db, events)
+
+
+def open_failures(db: Database) -> list[Any]:
+    with db.read() as conn:
+        return list(conn.execute(select(failures).where(failures.c.status == "open").order_by(failures.c.id)).all())
