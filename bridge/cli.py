@@ -25,6 +25,7 @@ __all__ = ["COMMANDS", "main"]
 #: "module:function" that add subcommands to the top-level subparsers
 COMMANDS: list[str] = [
     "bridge.commands.core:register",
+    "bridge.commands.clients:register",
 ]
 
 

@@ -13,7 +13,7 @@ identifiers and are masked for API clients without the ``phi:read`` scope.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from enum import StrEnum
 from typing import ClassVar

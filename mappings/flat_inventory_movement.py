@@ -140,7 +140,8 @@ class InventoryMovementMapping(Mapping):
 
     def _content_key(self, ctx: MappingContext, occurred: datetime, item: str, qty: Decimal, unit: str, dept: str,
                      mtype: str, lot: str | None, serial: str | None, encounter: str, location: str) -> str:
-        basis = "\x1f".join((ctx.channel, occurred.isoformat(), item, str(qty.normalize()), unit, dept, mtype,
+        iso = occurred.isoformat()
+        basis = "\x1f".join((ctx.channel, iso, item, str(qty.normalize()), unit, dept, mtype,
                              lot or "", serial or "", encounter, location))
         digest = hashlib.sha256(basis.encode()).hexdigest()[:24]
         # identical rows in one file are distinct movements (two boxes taken in the same
@@ -149,4 +150,10 @@ class InventoryMovementMapping(Mapping):
         n = ordinals.get(digest, 0) + 1
         ordinals[digest] = n
         # the time prefix keeps the unique index's inserts local (exports are time-ordered)
-        return f"{ctx.channel}:{occurred:%Y%m%d%H%M%S}:{digest}:{n}"
+        if occurred.year >= 1000:
+            # the same text as f"{occurred:%Y%m%d%H%M%S}" (the key format is fixed), cut from the
+            # ISO form instead of a second strftime
+            stamp = iso[0:4] + iso[5:7] + iso[8:10] + iso[11:13] + iso[14:16] + iso[17:19]
+        else:
+            stamp = f"{occurred:%Y%m%d%H%M%S}"
+        return f"{ctx.channel}:{stamp}:{digest}:{n}"

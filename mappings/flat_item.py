@@ -68,6 +68,7 @@ class ItemMapping(Mapping):
         if status is None:
             raise MappingError(f"status is not one of {', '.join(sorted(k for k in _STATUS if k))}",
                                pos.with_(field="status"))
+        erp: str | None
         if self.config.require_crosswalk:
             erp = ctx.crosswalks.lookup("item", code, position=pos, field="item")
         else:

@@ -35,6 +35,8 @@ Encoding = Literal["utf-8", "utf-8-sig", "cp1252", "latin-1", "ascii"]
 # a cell may be at most this long: a wrong quotechar must not swallow a 200 MB file into one field
 csv.field_size_limit(1024 * 1024)
 _MAX_EXCERPT = 512
+#: longest physical line read at once; longer lines fail (bounded memory on any input)
+_MAX_LINE = 4 * 1024 * 1024
 
 
 def _norm(name: str) -> str:
@@ -75,8 +77,19 @@ class _Lines:
     def __iter__(self) -> Iterator[str]:
         decode = codecs.getdecoder(self.encoding)
         first = True
-        for raw in self.stream:
+        readline = self.stream.readline
+        while raw := readline(_MAX_LINE + 1):
             self.line += 1
+            if len(raw) > _MAX_LINE and not raw.endswith(b"\n"):
+                # a line longer than any real record (no line breaks, a binary file): skip to the
+                # next line break in bounded reads instead of holding a 200 MB "line" in memory
+                while (more := readline(_MAX_LINE)) and not more.endswith(b"\n"):
+                    pass
+                self.bad[self.line] = ParseError(
+                    f"line is longer than {_MAX_LINE} bytes; is this a flat file with line breaks?",
+                    Position(file=self.name, line=self.line))
+                yield "?\n"  # a one-field stand-in, so the row reaches the error check
+                continue
             if first and self.encoding == "utf-8-sig":
                 raw = raw.removeprefix(codecs.BOM_UTF8)
                 first = False
@@ -118,13 +131,13 @@ class CsvParser(Parser):
         resolved: list[str | None] = []
         unknown: list[str] = []
         for h in header:
-            canon = lookup.get(_norm(h))
-            if canon is None:
+            hit = lookup.get(_norm(h))
+            if hit is None:
                 if h.strip():
                     unknown.append(h.strip())
                 resolved.append(None)
             else:
-                resolved.append(canon)
+                resolved.append(hit)
         seen = [r for r in resolved if r]
         dupes = sorted({r for r in seen if seen.count(r) > 1})
         if dupes:
@@ -250,7 +263,8 @@ class FixedWidthParser(Parser):
     def parse(self, stream: BinaryIO, *, name: str) -> Iterator[Message]:
         cfg = self.config
         lines = _Lines(stream, cfg.encoding, name)
-        min_len = max(c.start - 1 + (c.width if c.required else 1) for c in cfg.columns)
+        # optional columns may be missing at the end of a line (their value is then empty)
+        min_len = max((c.start - 1 + c.width for c in cfg.columns if c.required), default=0)
         index = 0
         seen_any = False
         for text in lines:
@@ -271,7 +285,7 @@ class FixedWidthParser(Parser):
                 yield Message(index, "record", {}, pos, error=ParseError(err.reason, pos.with_(
                     column=err.position.column)))
             elif len(text) < min_len:
-                short = next(c for c in cfg.columns if c.start - 1 + (c.width if c.required else 1) > len(text))
+                short = next(c for c in cfg.columns if c.required and c.start - 1 + c.width > len(text))
                 yield Message(index, "record", {}, pos, raw=text.encode()[:_MAX_EXCERPT], error=ParseError(
                     f"line is {len(text)} characters; column {short.name!r} needs "
                     f"{short.start - 1 + short.width}", pos.with_(field=short.name)))

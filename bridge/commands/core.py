@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +78,14 @@ def _runtime(args: argparse.Namespace, *, with_sources: bool) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import signal
+
     import uvicorn
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
 
     from bridge.logging import configure
     from bridge.runtime import Runtime
@@ -87,7 +96,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     runtime.start()
     try:
         if args.no_api:
-            import signal
             import threading
 
             done = threading.Event()
@@ -100,8 +108,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             app = create_app(settings, runtime.db, runtime)
             config = uvicorn.Config(app, host=args.host or settings.api.host, port=args.port or settings.api.port,
                                     log_config=None, access_log=False, lifespan="on")
-            # uvicorn handles SIGTERM/SIGINT: it stops serving, then we stop the runtime
-            uvicorn.Server(config).run()
+            server = _Server(config)
+            # our handlers, not uvicorn's: uvicorn re-raises the signal after its shutdown,
+            # which would kill the process before the sources and processors stop cleanly
+            signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
+            signal.signal(signal.SIGINT, lambda *_: setattr(server, "should_exit", True))
+            server.run()
     finally:
         runtime.stop()
     return 0

@@ -31,7 +31,7 @@ from sqlalchemy import Connection, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bridge.db import Database, utcnow
-from bridge.db.tables import failures, inbound_files
+from bridge.db.tables import failures, inbound_files, message_keys
 from bridge.errors import BridgeError, InputError, MappingError, ParseError, Position
 from bridge.pipeline.land import Archive
 from bridge.settings import ChannelConfig, ProcessingConfig, build_component
@@ -82,6 +82,8 @@ class ProcessResult:
     events: int = 0
     failures: int = 0
     resolved: int = 0
+    #: messages skipped because their (sender, control id) was committed before (``message_keys``)
+    duplicates: int = 0
 
 
 @dataclass
@@ -259,11 +261,17 @@ class Processor:
         bad: list[tuple[int, InputError]] = []
         good_retried: list[int] = []
         top = row.progress
+        dupes = self._claim_message_keys(conn, row, pending)
         for outcome in pending:
             idx = outcome.message.index
             top = max(top, idx)
             if outcome.error is not None:
                 bad.append((idx, outcome.error))
+                continue
+            if idx in dupes:
+                result.duplicates += 1
+                if idx in retry:
+                    good_retried.append(idx)
                 continue
             origin = Origin(row.channel, row.id, idx, row.name, row.correlation_id)
             for out in outcome.outputs:
@@ -286,6 +294,37 @@ class Processor:
             result.resolved += len(good_retried)
         if top > row.progress:
             conn.execute(update(inbound_files).where(inbound_files.c.id == row.id).values(progress=top))
+
+    def _claim_message_keys(self, conn: Connection, row: Any, pending: list[_Outcome]) -> set[int]:
+        """Record each good message's (sender, control id) in ``message_keys``, in this transaction.
+
+        Returns the indexes of messages whose key another message committed
+        first: a resend (HL7 MSH-10 from the same sender on the same channel),
+        skipped so nothing is recorded twice. Re-running the owner itself (a
+        reprocess) is not a duplicate. On PostgreSQL a concurrent insert of the
+        same key waits for the other transaction, so only one of them wins.
+        """
+        keyed = [o.message for o in pending if o.error is None and o.message.control_id and o.message.sender]
+        if not keyed:
+            return set()
+        now = utcnow()
+        values = [{"channel": row.channel, "sender": m.sender[:128], "control_id": m.control_id[:128],  # type: ignore[index]
+                   "inbound_id": row.id, "message_index": m.index, "seen_at": now} for m in keyed]
+        ins = postgresql.insert(message_keys) if self.db.is_postgres else sqlite.insert(message_keys)
+        conn.execute(ins.on_conflict_do_nothing(index_elements=["channel", "sender", "control_id"]), values)
+        owners: dict[tuple[str, str], tuple[int, int]] = {}
+        ids = sorted({v["control_id"] for v in values})
+        for i in range(0, len(ids), 500):
+            for r in conn.execute(select(message_keys.c.sender, message_keys.c.control_id, message_keys.c.inbound_id,
+                                         message_keys.c.message_index).where(
+                    message_keys.c.channel == row.channel, message_keys.c.control_id.in_(ids[i : i + 500]))):
+                owners[(r.sender, r.control_id)] = (r.inbound_id, r.message_index)
+        dupes = {v["message_index"] for v in values
+                 if owners.get((v["sender"], v["control_id"])) != (row.id, v["message_index"])}
+        if dupes:
+            log.info("duplicate control ids skipped", extra={"channel": row.channel, "inbound_id": row.id,
+                                                             "duplicates": len(dupes)})
+        return dupes
 
     def _record_failures(self, conn: Connection, row: Any, bad: list[tuple[int, InputError]]) -> None:
         now = utcnow()

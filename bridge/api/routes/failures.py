@@ -1,0 +1,113 @@
+"""``/v1/failures``: quarantined messages with category, reason and position (needs ``ops:read``).
+
+A failure is one message (or, with ``message_index = -1``, a whole file) that
+did not commit: its category (``parse``, ``mapping``, ``master_data``,
+``delivery``), a reason that names what and where without patient data, its
+position, and the missing master-data key. Newest first, keyset-paged.
+Reprocessing and resolving are the operator endpoints' business, not this
+module's.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from bridge.api.deps import DbDep, OpsReader, SettingsDep, decode_cursor, encode_cursor
+from bridge.api.problems import Problem, responses
+from bridge.db.tables import failures
+
+__all__ = ["FailurePagePublic", "FailurePublic", "router"]
+
+router = APIRouter(prefix="/failures", tags=["operations"])
+
+CURSOR_KIND = "fail"
+MAX_PAGE = 1000
+
+Category = Literal["parse", "mapping", "master_data", "delivery", "input"]
+
+
+class FailurePublic(BaseModel):
+    id: int
+    inbound_id: int = Field(description="the inbound file the message belongs to")
+    channel: str
+    message_index: int = Field(description="0-based message index in the file; -1 for the whole file")
+    category: str = Field(examples=["master_data"])
+    reason: str = Field(examples=["no active item crosswalk entry for 'ITEM-9'"])
+    kind: str | None = Field(None, description="the crosswalk kind of a master_data failure")
+    key: str | None = Field(None, description="the missing code of a master_data failure")
+    position: dict[str, Any] = Field(description="file, message, line, column, segment, field, control")
+    status: str = Field(examples=["open"])
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    note: str | None = None
+
+
+class FailurePagePublic(BaseModel):
+    items: list[FailurePublic]
+    next_cursor: str | None = Field(description="pass as `after` for the next (older) page; null on the last")
+
+
+def to_public(row: Any) -> FailurePublic:
+    try:
+        position = orjson.loads(row.position or "{}")
+    except orjson.JSONDecodeError:
+        position = {}
+    return FailurePublic(
+        id=row.id, inbound_id=row.inbound_id, channel=row.channel, message_index=row.message_index,
+        category=row.category, reason=row.reason, kind=row.kind, key=row.key, position=position,
+        status=row.status, attempts=row.attempts, created_at=row.created_at, updated_at=row.updated_at,
+        resolved_at=row.resolved_at, resolved_by=row.resolved_by, note=row.note,
+    )
+
+
+@router.get("", response_model=FailurePagePublic, summary="List failures",
+            description="Quarantined messages, newest first, filtered by channel, category and status. "
+                        "Needs `ops:read`.",
+            responses=responses(401, 403, 422))
+def list_failures(
+    client: OpsReader,
+    db: DbDep,
+    settings: SettingsDep,
+    channel: Annotated[str | None, Query(max_length=64)] = None,
+    category: Annotated[Category | None, Query()] = None,
+    status: Annotated[str | None, Query(max_length=16, description="open, resolved, ...")] = None,
+    after: Annotated[str | None, Query(description="cursor from a previous page's next_cursor")] = None,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_PAGE)] = None,
+) -> FailurePagePublic:
+    before_id = decode_cursor(CURSOR_KIND, after)
+    size = limit or settings.api.default_page_size
+    q = select(failures)
+    if channel is not None:
+        q = q.where(failures.c.channel == channel)
+    if category is not None:
+        q = q.where(failures.c.category == category)
+    if status is not None:
+        q = q.where(failures.c.status == status)
+    if before_id is not None:
+        q = q.where(failures.c.id < before_id)
+    q = q.order_by(failures.c.id.desc()).limit(size + 1)
+    with db.read() as conn:
+        rows = conn.execute(q).all()
+    more = len(rows) > size
+    rows = rows[:size]
+    return FailurePagePublic(items=[to_public(r) for r in rows],
+                             next_cursor=encode_cursor(CURSOR_KIND, rows[-1].id) if more else None)
+
+
+@router.get("/{id}", response_model=FailurePublic, summary="One failure",
+            description="A failure by id. Needs `ops:read`.", responses=responses(401, 403, 404, 422))
+def get_failure(id: Annotated[int, Path(ge=1)], client: OpsReader, db: DbDep) -> FailurePublic:
+    with db.read() as conn:
+        row = conn.execute(select(failures).where(failures.c.id == id)).first()
+    if row is None:
+        raise Problem(404, f"no failure with id {id}", slug="not-found", title="Not found")
+    return to_public(row)
