@@ -24,11 +24,14 @@ SOURCES: dict[str, str] = {
 PARSERS: dict[str, str] = {
     "csv": "parsers.flat:CsvParser",
     "fixed_width": "parsers.flat:FixedWidthParser",
+    "xml": "parsers.xml:XmlParser",
 }
 
 MAPPINGS: dict[str, str] = {
     "inventory_movement_csv": "mappings.flat_inventory_movement:InventoryMovementMapping",
     "item_csv": "mappings.flat_item:ItemMapping",
+    "cxml": "mappings.cxml:CxmlMapping",
+    "xml_xpath": "mappings.xml_xpath:XPathMapping",
 }
 
 DESTINATIONS: dict[str, str] = {

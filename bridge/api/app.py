@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from bridge.api import problems
-from bridge.api.routes import cxml, destinations, events, failures, health, inbound, records
+from bridge.api.routes import cxml, events, failures, health, inbound, records
 from bridge.db import Database
 from bridge.settings import Settings
 
@@ -57,7 +57,7 @@ def create_app(settings: Settings, db: Database, runtime: Any = None) -> FastAPI
     problems.install(app)
 
     v1 = APIRouter(prefix=f"/{API_VERSION}")
-    for module in (records, events, inbound, failures, destinations, cxml):
+    for module in (records, events, inbound, failures, cxml):
         v1.include_router(module.router)
     app.include_router(health.router)
     app.include_router(v1)
