@@ -19,6 +19,7 @@ __all__ = ["DESTINATIONS", "MAPPINGS", "PARSERS", "ROLES", "SOURCES", "load", "n
 
 SOURCES: dict[str, str] = {
     "folder": "bridge.sources.folder:FolderSource",
+    "sftp": "bridge.sources.sftp:SftpSource",
 }
 
 PARSERS: dict[str, str] = {

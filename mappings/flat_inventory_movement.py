@@ -10,12 +10,15 @@ through the ``item`` crosswalk and the department through ``department``
 Identity: a ``transaction_id`` column, when the export has one, is the
 movement's natural key (per channel). Without one, the key is a digest of the
 row's content plus its ordinal among identical rows of the file, so a re-drop
-or reprocess of the same rows upserts instead of duplicating.
+or reprocess of the same rows upserts instead of duplicating. Ordinals are
+counted over a window of the last ``ORDINAL_WINDOW`` distinct rows (bounded
+memory): identical rows further apart than that count as one movement.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -38,6 +41,8 @@ _DEFAULT_TYPES = {
     "receipt": "receipt", "rcv": "receipt", "restock": "receipt", "refill": "receipt",
     "adjustment": "adjustment", "adj": "adjustment",
 }
+#: distinct rows whose count of identical copies is remembered per file (bounded memory)
+ORDINAL_WINDOW = 65_536
 _SIGN = {"issue": -1, "waste": -1, "return": 1, "receipt": 1, "adjustment": 1, "transfer": -1}
 
 
@@ -145,10 +150,16 @@ class InventoryMovementMapping(Mapping):
                              lot or "", serial or "", encounter, location))
         digest = hashlib.sha256(basis.encode()).hexdigest()[:24]
         # identical rows in one file are distinct movements (two boxes taken in the same
-        # second); ctx.extra is per file, so concurrent files never share the count
-        ordinals: dict[str, int] = ctx.extra.setdefault("ordinals", {})
-        n = ordinals.get(digest, 0) + 1
+        # second); ctx.extra is per file, so concurrent files never share the count.
+        # The count remembers the last ORDINAL_WINDOW distinct rows only (least recently seen
+        # forgotten first), so memory stays bounded on a file of any size: identical rows share
+        # their timestamp, so in an export they sit close together. The order is the file's,
+        # so a reprocess numbers every row exactly as the first run did.
+        ordinals: OrderedDict[str, int] = ctx.extra.setdefault("ordinals", OrderedDict())
+        n = ordinals.pop(digest, 0) + 1
         ordinals[digest] = n
+        if len(ordinals) > ORDINAL_WINDOW:
+            ordinals.popitem(last=False)
         # the time prefix keeps the unique index's inserts local (exports are time-ordered)
         if occurred.year >= 1000:
             # the same text as f"{occurred:%Y%m%d%H%M%S}" (the key format is fixed), cut from the

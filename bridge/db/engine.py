@@ -136,8 +136,9 @@ def _sqlite_pragmas(engine: Engine) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA foreign_keys=ON")
-        # a 1,000-message batch touches a few MB of pages: keep them in cache until commit
-        cur.execute("PRAGMA cache_size=-65536")
+        # a 1,000-message batch touches a few MB of pages: keep them in cache until commit;
+        # 16 MB, not more: the cache is per connection and counts in the process's RSS
+        cur.execute("PRAGMA cache_size=-16384")
         cur.execute("PRAGMA temp_store=MEMORY")
         cur.close()
 

@@ -229,7 +229,10 @@ class Processor:
         if message.error is not None:
             return _Outcome(message, error=message.error.at(message.position))
         try:
-            return _Outcome(message, outputs=list(mapping.map(message, ctx)))
+            outputs = list(mapping.map(message, ctx))
+            # the parsed form is done with: a batch keeps only records, not documents
+            message.data = None
+            return _Outcome(message, outputs=outputs)
         except InputError as exc:
             return _Outcome(message, error=exc.at(message.position))
         except (BridgeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
