@@ -121,8 +121,8 @@ def write_records(
     event_rows: list[tuple[Any, ...]] = []
     if new_rows:
         new_ids = _insert_records(db, conn, new_rows)
-        for row, (record, origin, data) in zip(new_rows, new_meta, strict=True):
-            rid = new_ids[(row[0], row[1])]
+        for new, (record, origin, data) in zip(new_rows, new_meta, strict=True):
+            rid = new_ids[(new[0], new[1])]
             event_rows.append(_record_event(record, origin, data, rid, "recorded", 1, stamp, ts))
         result.inserted = len(new_rows)
     if changed_rows:
@@ -166,8 +166,12 @@ _EVENT_PG_TYPES = ("text", "text", "text", "text", "bigint", "bigint", "text", "
 
 
 def _pg_unnest_insert(table: str, cols: tuple[str, ...], types: tuple[str, ...], returning: str = "") -> str:
-    arrays = ", ".join(f"%s::{t}[]" for t in types)
-    return f"INSERT INTO {table} ({', '.join(cols)}) SELECT * FROM unnest({arrays}){returning}"
+    # %b: binary arrays (psycopg's text array dumper escapes every quote of a JSON payload, slowly);
+    # ORDER BY the ordinality so seq follows the batch's order (per-aggregate event order)
+    arrays = ", ".join(f"%b::{t}[]" for t in types)
+    names = ", ".join(cols)
+    return (f"INSERT INTO {table} ({names}) SELECT {names} FROM unnest({arrays}) WITH ORDINALITY "
+            f"AS u({names}, ord) ORDER BY ord{returning}")
 
 
 _PG_INSERT_RECORDS = _pg_unnest_insert("records", _RECORD_COLS, _RECORD_PG_TYPES, " RETURNING id, type, natural_key")
@@ -203,7 +207,7 @@ def _select_keys(conn: Connection, rtype: str, keys: list[str], *, with_hash: bo
         else:
             sql = f"SELECT {cols} FROM records WHERE type = ? AND natural_key IN ({', '.join('?' * len(chunk))})"
             params = (rtype, *chunk)
-        out.extend(tuple(r) for r in conn.exec_driver_sql(sql, params))
+        out.extend(conn.exec_driver_sql(sql, params).all())
     return out
 
 
