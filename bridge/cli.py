@@ -26,6 +26,7 @@ __all__ = ["COMMANDS", "main"]
 COMMANDS: list[str] = [
     "bridge.commands.core:register",
     "bridge.commands.clients:register",
+    "bridge.commands.x12:register",
 ]
 
 

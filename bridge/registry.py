@@ -26,6 +26,7 @@ PARSERS: dict[str, str] = {
     "csv": "parsers.flat:CsvParser",
     "fixed_width": "parsers.flat:FixedWidthParser",
     "xml": "parsers.xml:XmlParser",
+    "x12": "parsers.x12:X12Parser",
 }
 
 MAPPINGS: dict[str, str] = {
@@ -33,6 +34,15 @@ MAPPINGS: dict[str, str] = {
     "item_csv": "mappings.flat_item:ItemMapping",
     "cxml": "mappings.cxml:CxmlMapping",
     "xml_xpath": "mappings.xml_xpath:XPathMapping",
+    "x12_837": "mappings.x12_837:Claim837Mapping",
+    "x12_835": "mappings.x12_835:Remittance835Mapping",
+    "x12_850": "mappings.x12_850:PurchaseOrder850Mapping",
+    "x12_855": "mappings.x12_855:PurchaseOrderAck855Mapping",
+    "x12_856": "mappings.x12_856:Shipment856Mapping",
+    "x12_810": "mappings.x12_810:Invoice810Mapping",
+    "x12_832": "mappings.x12_832:Catalog832Mapping",
+    "x12_999": "mappings.x12_999:FunctionalAck999Mapping",
+    "x12": "mappings.x12_any:X12AnyMapping",
 }
 
 DESTINATIONS: dict[str, str] = {

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bridge import registry
 from bridge.errors import ConfigError
+from parsers.x12.partners import PartnerConfig
 
 __all__ = [
     "ApiConfig",
@@ -149,6 +150,8 @@ class Settings(_Strict):
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
     destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
     crosswalks: list[CrosswalkSeed] = Field(default_factory=list)
+    #: X12 trading-partner profiles by name (envelope ids, version, acks, return channel)
+    partners: dict[str, PartnerConfig] = Field(default_factory=dict)
 
     @field_validator("channels", "destinations")
     @classmethod
