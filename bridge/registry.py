@@ -20,11 +20,13 @@ __all__ = ["DESTINATIONS", "MAPPINGS", "PARSERS", "ROLES", "SOURCES", "load", "n
 SOURCES: dict[str, str] = {
     "folder": "bridge.sources.folder:FolderSource",
     "sftp": "bridge.sources.sftp:SftpSource",
+    "mllp": "bridge.sources.mllp:MllpSource",
 }
 
 PARSERS: dict[str, str] = {
     "csv": "parsers.flat:CsvParser",
     "fixed_width": "parsers.flat:FixedWidthParser",
+    "hl7": "parsers.hl7:HL7Parser",
     "xml": "parsers.xml:XmlParser",
     "x12": "parsers.x12:X12Parser",
 }
@@ -32,6 +34,9 @@ PARSERS: dict[str, str] = {
 MAPPINGS: dict[str, str] = {
     "inventory_movement_csv": "mappings.flat_inventory_movement:InventoryMovementMapping",
     "item_csv": "mappings.flat_item:ItemMapping",
+    "hl7_dft_p03": "mappings.hl7_dft_p03:DftP03Mapping",
+    "hl7_adt": "mappings.hl7_adt:AdtMapping",
+    "hl7_mfn": "mappings.hl7_mfn:MfnMapping",
     "cxml": "mappings.cxml:CxmlMapping",
     "xml_xpath": "mappings.xml_xpath:XPathMapping",
     "x12_837": "mappings.x12_837:Claim837Mapping",

@@ -1,0 +1,418 @@
+"""MLLP listener: HL7 v2 over TCP (HL7 v2.5.1 Appendix C, MLLP release 2), one ACK per message.
+
+Owns the transport: framing (start block 0x0B, message, end block 0x1C 0x0D),
+connections kept open across messages (as real senders expect; hl7apy's
+``MLLPServer`` closes after one, see FIELD-NOTES), a size limit per message,
+idle timeouts, optional TLS, and the ACK. Parsing and mapping are the
+channel's parser and mapping, run through the pipeline's ``Processor``.
+
+The order for each message is the durability contract:
+
+1. land it (``self.lander.land``: archive + one ``inbound_files`` row): the
+   durability point;
+2. process that inbound row now, in this process (parse, map, commit);
+3. answer: AA when it committed, AE with the reason when it landed but
+   failed mapping or master data (``unknown_type_ack`` for a message type the
+   channel does not map), AR when it could not be read (parse errors, over
+   the size limit: the oversize message is not landed).
+
+The ACK is only sent after step 1. If bridge dies between landing and the
+ACK, the sender resends: the same bytes land as a duplicate of the first
+row (whose processing this resend completes and whose outcome it ACKs), and
+different bytes with the same MSH-10 are skipped by the pipeline's
+``message_keys`` check; either way the resend is ACKed AA with no double
+charge.
+
+The listener runs an asyncio loop on its own thread; landing and processing
+run in a thread pool, so a slow or broken client (or a slow database) never
+stalls the other connections. A frame without its end block is dropped when
+its connection closes or idles out, and a new start block inside a frame
+abandons the partial one: neither is landed nor ACKed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import ipaddress
+import logging
+import ssl
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+from sqlalchemy import select
+
+from bridge.db import utcnow
+from bridge.db.tables import failures, inbound_files
+from bridge.errors import BridgeError, ConfigError, InputError, ParseError, Position, SourceError
+from bridge.pipeline.land import Lander, land
+from bridge.sources.base import Source, SourceConfig
+from parsers.hl7_write import AckCode, build_ack, header_from_bytes
+
+__all__ = ["MllpSource", "MllpSourceConfig"]
+
+log = logging.getLogger(__name__)
+
+SB = b"\x0b"
+EB = b"\x1c"
+CR = b"\r"
+_END = EB + CR
+_HEAD = 4096
+_DONE = ("processed", "partial", "failed")
+
+
+class MllpSourceConfig(SourceConfig):
+    host: str = "127.0.0.1"
+    #: 0 picks a free port (tests); the bound port is ``MllpSource.port``
+    port: int = Field(2575, ge=0, le=65535)
+    #: listening beyond loopback must be asked for (HL7 carries PHI; use TLS)
+    allow_remote: bool = False
+    #: a message larger than this is answered AR and not landed
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    #: a connection silent this long is closed (a partial frame is dropped)
+    idle_timeout: float = Field(300.0, gt=0)
+    #: how long to wait for the message's processing before answering AE
+    ack_timeout: float = Field(60.0, gt=0)
+    #: threads landing and processing messages (connections beyond this queue)
+    workers: int = Field(8, ge=1, le=64)
+    #: the ACK for a message type the channel's mapping does not handle
+    unknown_type_ack: Literal["AE", "AA"] = "AE"
+    #: MSH-3/MSH-4 of the ACKs bridge sends
+    application: str = "BRIDGE"
+    facility: str = ""
+    #: TLS: server certificate and key (PEM); ``tls_ca`` also requires client certificates
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> MllpSourceConfig:
+        try:
+            loopback = ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            loopback = self.host == "localhost"
+        if not loopback and not self.allow_remote:
+            raise ValueError(f"host {self.host!r} is not loopback; set allow_remote: true to listen beyond this machine")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_ca needs tls_cert and tls_key")
+        return self
+
+
+class MllpSource(Source):
+    """An MLLP (HL7 v2 over TCP) listener that lands, processes and ACKs each message."""
+
+    Config = MllpSourceConfig
+    config: MllpSourceConfig
+    needs_runtime = True
+
+    def __init__(self, channel: str, config: MllpSourceConfig, lander: Lander, runtime: Any = None) -> None:
+        super().__init__(channel, config, lander)
+        self.runtime = runtime
+        self.port: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._conns: set[asyncio.Task[Any]] = set()
+        self._local = threading.local()
+        self._serial: Any = contextlib.nullcontext()
+        for key in ("connections", "open_connections", "AA", "AE", "AR", "incomplete_frames", "oversize",
+                    "duplicate_control_ids"):
+            self.status.extra[key] = 0
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        cfg = self.config
+        if cfg.tls_cert is None:
+            return None
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            ctx.load_cert_chain(str(cfg.tls_cert), str(cfg.tls_key))
+            if cfg.tls_ca is not None:
+                ctx.load_verify_locations(str(cfg.tls_ca))
+                ctx.verify_mode = ssl.CERT_REQUIRED
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"channels.{self.channel}.source.tls_cert", f"cannot load TLS material: {exc}") from None
+        return ctx
+
+    def start(self) -> None:
+        if self.runtime is None:
+            raise ConfigError(f"channels.{self.channel}.source", "the mllp source needs the runtime")
+        if self.channel not in self.runtime.channels:
+            raise ConfigError(f"channels.{self.channel}", "channel is not built in this runtime")
+        ctx = self._ssl_context()
+        if self.runtime.db.is_sqlite:
+            # SQLite has one writer: queueing here is fair and prompt, where eight threads
+            # contending in SQLite's busy handler sleep in steps of up to 100 ms
+            self._serial = threading.Lock()
+        self._pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix=f"mllp-{self.channel}")
+        self._thread = threading.Thread(target=self._run, args=(ctx,), name=f"mllp-{self.channel}", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        if self._start_error is not None:
+            self.status.state = "failed"
+            self.status.last_error = str(self._start_error)
+            raise SourceError(f"mllp listener of channel {self.channel!r} cannot listen on "
+                              f"{self.config.host}:{self.config.port}: {self._start_error}", retryable=False)
+        self.status.state = "listening"
+        log.info("mllp listening", extra={"channel": self.channel, "host": self.config.host, "port": self.port,
+                                          "tls": ctx is not None})
+
+    def _run(self, ctx: ssl.SSLContext | None) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            try:
+                self._server = loop.run_until_complete(asyncio.start_server(
+                    self._handle, self.config.host, self.config.port, ssl=ctx, limit=1024 * 1024))
+                self.port = self._server.sockets[0].getsockname()[1]
+            except OSError as exc:
+                self._start_error = exc
+                return
+            finally:
+                self._ready.set()
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        super().stop(timeout)
+        loop = self._loop
+        if loop is not None and self._thread is not None and self._thread.is_alive():
+            async def _shutdown() -> None:
+                if self._server is not None:
+                    self._server.close()
+                for task in list(self._conns):
+                    task.cancel()
+                await asyncio.sleep(0)
+                loop.stop()
+
+            asyncio.run_coroutine_threadsafe(_shutdown(), loop)
+            self._thread.join(timeout)
+        if self._pool is not None:
+            # a message being landed or processed finishes first
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self.status.state = "stopped"
+
+    # -- connections --------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._conns.add(task)
+        peer = writer.get_extra_info("peername")
+        origin = f"mllp://{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "mllp://unknown"
+        extra = self.status.extra
+        extra["connections"] += 1
+        extra["open_connections"] += 1
+        cfg = self.config
+        buf = bytearray()
+        in_frame = False
+        oversize = False
+        head = b""
+        size = 0
+        scanned = 0  # bytes of buf already searched for the end block: a big frame is scanned once
+        try:
+            while not self.stopping:
+                try:
+                    data = await asyncio.wait_for(reader.read(256 * 1024), cfg.idle_timeout)
+                except TimeoutError:
+                    break
+                if not data:
+                    break
+                buf += data
+                while buf:
+                    if not in_frame:
+                        start = buf.find(SB)
+                        if start < 0:
+                            buf.clear()  # bytes between frames are not HL7: drop them
+                            break
+                        del buf[: start + 1]
+                        in_frame, oversize, head, size, scanned = True, False, b"", 0, 0
+                        continue
+                    end = buf.find(_END, max(0, scanned - 1))
+                    restart = buf.find(SB, scanned, end if end >= 0 else len(buf))
+                    if restart >= 0:
+                        # a new start block before the end block: the sender gave up on that frame
+                        extra["incomplete_frames"] += 1
+                        del buf[: restart + 1]
+                        oversize, head, size, scanned = False, b"", 0, 0
+                        continue
+                    if end < 0:
+                        scanned = len(buf)
+                        if size + len(buf) > cfg.max_message_bytes:
+                            if not oversize:
+                                head = bytes(buf[:_HEAD])
+                                oversize = True
+                            # keep a possible half end block (0x1C) for the next read
+                            keep = 1 if buf.endswith(EB) else 0
+                            size += len(buf) - keep
+                            del buf[: len(buf) - keep]
+                            scanned = len(buf)
+                        break
+                    scanned = 0
+                    if oversize or size + end > cfg.max_message_bytes:
+                        message = head or bytes(buf[:_HEAD])
+                        total = size + end
+                        del buf[: end + 2]
+                        in_frame = False
+                        extra["oversize"] += 1
+                        ack = self._reject_oversize(message, total)
+                    else:
+                        message = bytes(buf[:end])
+                        del buf[: end + 2]
+                        in_frame = False
+                        loop = asyncio.get_running_loop()
+                        assert self._pool is not None
+                        ack = await loop.run_in_executor(self._pool, self._receive, message, origin)
+                    writer.write(SB + ack + _END)
+                    await writer.drain()
+            if in_frame:
+                # the connection ended inside a frame: nothing to land, nobody to answer
+                extra["incomplete_frames"] += 1
+                log.warning("mllp frame without end block dropped",
+                            extra={"channel": self.channel, "origin": origin})
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
+            log.info("mllp connection ended", extra={"channel": self.channel, "origin": origin,
+                                                     "error": type(exc).__name__})
+        except asyncio.CancelledError:
+            pass
+        finally:
+            extra["open_connections"] -= 1
+            if task is not None:
+                self._conns.discard(task)
+            try:
+                writer.close()
+            except (ConnectionError, RuntimeError):  # pragma: no cover - already gone
+                pass
+
+    def _reject_oversize(self, head: bytes, total: int) -> bytes:
+        header = header_from_bytes(head)
+        err = ParseError(f"message is larger than the limit of {self.config.max_message_bytes} bytes "
+                         "(source.max_message_bytes); it was not stored", Position(message=0))
+        log.warning("mllp message over the size limit", extra={"channel": self.channel, "bytes": total})
+        return self._ack(header, "AR", err, "parse")
+
+    def _ack(self, header: Any, code: AckCode, error: InputError | None = None, kind: str | None = None,
+             reason: str | None = None) -> bytes:
+        self.status.extra[code] += 1
+        text = build_ack(header, code, error=error, error_kind=kind, reason=reason,
+                         application=self.config.application, facility=self.config.facility)
+        return text.encode("utf-8")
+
+    # -- one message (runs in the pool) -------------------------------------
+
+    def _processor(self) -> Any:
+        proc = getattr(self._local, "processor", None)
+        if proc is None:
+            from bridge.pipeline.process import Processor, worker_name
+
+            rt = self.runtime
+            proc = Processor(rt.db, rt.archive, {self.channel: rt.channels[self.channel]}, rt.settings.processing,
+                             owner=f"mllp:{worker_name()}")
+            self._local.processor = proc
+        return proc
+
+    def _receive(self, message: bytes, origin: str) -> bytes:
+        header = header_from_bytes(message)
+        control = header.control_id if header is not None else ""
+        try:
+            with self._serial:
+                return self._land_and_answer(header, message, control, origin)
+        except Exception as exc:  # noqa: BLE001 - a sender always gets an answer, the listener never dies
+            self.status.last_error, self.status.last_error_at = type(exc).__name__, utcnow()
+            log.error("mllp message handling failed", extra={"channel": self.channel, "error": type(exc).__name__})
+            return self._ack(header, "AE", reason="message could not be handled; resend later", kind="internal")
+
+    def _land_and_answer(self, header: Any, message: bytes, control: str, origin: str) -> bytes:
+        try:
+            # ``land`` with the lander's database and archive, not ``Lander.land``: that would also
+            # wake the runtime's processors, which would then race this thread for the claim
+            landed = land(self.lander.db, self.lander.archive, channel=self.channel, src=io.BytesIO(message),
+                          name=f"mllp-{control or 'unknown'}.hl7", origin=origin)
+        except (BridgeError, OSError) as exc:
+            # not landed: answer AE so the sender keeps the message and retries
+            self.status.last_error, self.status.last_error_at = str(exc), utcnow()
+            log.error("mllp landing failed", extra={"channel": self.channel, "error": str(exc)})
+            return self._ack(header, "AE", reason="message could not be stored; resend later", kind="internal")
+        if landed.duplicate:
+            self.status.duplicates += 1
+        else:
+            self.status.landed += 1
+        self.status.last_success_at = utcnow()
+        inbound_id = landed.duplicate_of or landed.inbound_id
+        try:
+            state = self._settle(inbound_id)
+        except BridgeError as exc:
+            log.error("mllp processing failed", extra={"channel": self.channel, "inbound_id": inbound_id,
+                                                      "error": str(exc)})
+            return self._ack(header, "AE", reason="message stored; processing failed, it will be retried",
+                             kind="internal")
+        if state is None:
+            return self._ack(header, "AE", reason=f"message stored; processing did not finish within "
+                                                  f"{self.config.ack_timeout:g} s", kind="internal")
+        if state == "processed":
+            # no open failure is left on a processed row: no need to read them
+            return self._ack(header, "AA")
+        return self._answer(header, inbound_id)
+
+    def _settle(self, inbound_id: int) -> str | None:
+        """Process the inbound row now, or wait for whoever holds it; return its final status."""
+        proc = self._processor()
+        result = proc.process(inbound_id)
+        if result is not None:
+            # a resend with a control id already committed (message_keys): ACKed AA, counted here
+            self.status.extra["duplicate_control_ids"] += result.duplicates
+            return str(result.status)
+        deadline = time.monotonic() + self.config.ack_timeout
+        delay = 0.002
+        while True:
+            with self.runtime.db.read() as conn:
+                status = conn.execute(select(inbound_files.c.status).where(inbound_files.c.id == inbound_id)
+                                      ).scalar_one_or_none()
+            if status in _DONE:
+                return str(status)
+            if status == "landed" or status == "processing":
+                # a lease that expired (a crashed claimer) is taken over here
+                result = proc.process(inbound_id)
+                if result is not None:
+                    return str(result.status)
+            if time.monotonic() > deadline or self.stopping:
+                return None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def _answer(self, header: Any, inbound_id: int) -> bytes:
+        with self.runtime.db.read() as conn:
+            rows = conn.execute(
+                select(failures.c.category, failures.c.kind, failures.c.reason, failures.c.position)
+                .where(failures.c.inbound_id == inbound_id, failures.c.status == "open")
+                .order_by(failures.c.message_index)
+            ).all()
+        if not rows:
+            return self._ack(header, "AA")
+        import orjson
+
+        parse = [r for r in rows if r.category == "parse"]
+        first = parse[0] if parse else rows[0]
+        err = InputError(first.reason, Position.from_dict(orjson.loads(first.position or "{}")))
+        if parse:
+            return self._ack(header, "AR", err, "parse")
+        if all(r.kind == "message_type" for r in rows):
+            if self.config.unknown_type_ack == "AA":
+                return self._ack(header, "AA")
+            return self._ack(header, "AE", err, "message_type")
+        kind = first.kind if first.kind == "message_type" else first.category
+        return self._ack(header, "AE", err, kind)

@@ -1,0 +1,132 @@
+"""DFT^P03 (HL7 v2.5.1 chapter 6.4.3, post detail financial transaction) -> Charge, one per FT1.
+
+Each FT1 becomes one :class:`~mappings.canonical.Charge`:
+
+- transaction id FT1-2 (when empty: MSH-10 plus FT1-1, the set id), type
+  FT1-6 (HL7 table 0017: CG charge, CD credit, PY payment, AJ adjustment),
+  transaction date FT1-4.1, posting date FT1-5, charge code and description
+  FT1-7.1/FT1-7.2 (or FT1-8), quantity FT1-10, extended amount FT1-11.1.1,
+  unit amount FT1-12.1.1;
+- department FT1-13.1, through the ``department`` crosswalk to the cost
+  center; performing and ordering provider FT1-20.1 and FT1-21.1;
+- account number PID-18.1, visit number PV1-19.1, MRN PID-3 (the MR
+  repetition);
+- the implant or supply item FT1-29.1 (or ``item_field``, which may name a
+  Z-segment following the FT1, ``ZFT-2.1``) through the ``item`` crosswalk,
+  which links the supply's cost to the charge.
+
+Netting: a credit (``credit_types``, default CD) is negative whatever sign the
+sender used; a reversal sent as a charge with a negative quantity or amount
+stays negative in both. So summing ``amount`` over a visit nets correctly.
+
+The natural key is ``sender:transaction_id``: a resend of the same FT1
+upserts. A resend of the whole message (same MSH-10 from the same sender)
+is stopped before mapping by the pipeline's ``message_keys`` check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+from pydantic import Field
+
+from bridge.errors import MappingError
+from mappings.base import Mapping, MappingConfig, MappingContext, Output
+from mappings.canonical import Charge
+from mappings.hl7_common import hl7_datetime, hl7_decimal, hl7_message, mrn, value_near
+from parsers.base import Message
+
+__all__ = ["DftP03Mapping", "DftP03MappingConfig"]
+
+
+class DftP03MappingConfig(MappingConfig):
+    #: the sender's time zone, for date-times without an offset
+    timezone: str = "UTC"
+    #: FT1-6 codes that are credits (negated); HL7 table 0017 has CD
+    credit_types: list[str] = Field(default_factory=lambda: ["CD"])
+    #: where the implant/supply item is: an FT1 field or a Z-segment after the FT1
+    item_field: str = "FT1-29.1"
+    #: the department -> cost center crosswalk is required for every FT1 with a department
+    require_department: bool = False
+    #: message types accepted (others are reported as unmapped)
+    message_types: list[str] = Field(default_factory=lambda: ["DFT^P03"])
+
+
+class DftP03Mapping(Mapping):
+    """DFT^P03 detail financial transactions to Charge records, one per FT1."""
+
+    Config = DftP03MappingConfig
+    config: DftP03MappingConfig
+
+    def map(self, message: Message, ctx: MappingContext) -> Sequence[Output]:
+        cfg = self.config
+        msg = hl7_message(message, tuple(cfg.message_types), "hl7_dft_p03")
+        ft1s = msg.segments("FT1")
+        if not ft1s:
+            raise MappingError("DFT^P03 has no FT1 segment", message.position.with_(segment="FT1"))
+        sender = msg.sender
+        control = msg.control_id
+        pid = msg.segment("PID")
+        pv1 = msg.segment("PV1")
+        account = (pid.value(18) if pid else "") or None
+        visit = (pv1.value(19) if pv1 else "") or None
+        patient = mrn(msg)
+        credits = {c.upper() for c in cfg.credit_types}
+        out: list[Output] = []
+        for ft1 in ft1s:
+            pos = ft1.position()
+            txn_id = ft1.value(2) or f"{control}-{ft1.value(1) or ft1.ordinal}"
+            ttype = ft1.value(6).upper()
+            if not ttype:
+                raise MappingError("FT1-6 (transaction type) is empty", ft1.position(6))
+            code = ft1.value(7, 1)
+            if not code:
+                raise MappingError("FT1-7 (transaction code) is empty", ft1.position(7))
+            description = ft1.value(7, 2) or ft1.value(8) or None
+            qty = hl7_decimal(ft1.value(10), field="FT1-10", position=pos)
+            if qty is None:
+                qty = Decimal(1)
+            amount = hl7_decimal(ft1.value(11, 1, 1), field="FT1-11", position=pos)
+            unit_amount = hl7_decimal(ft1.value(12, 1, 1), field="FT1-12", position=pos)
+            negative = ttype in credits or qty < 0 or (amount is not None and amount < 0)
+            sign = -1 if negative else 1
+            qty = sign * abs(qty)
+            if amount is not None:
+                amount = sign * abs(amount)
+            elif unit_amount is not None:
+                amount = qty * abs(unit_amount)
+            department = ft1.value(13, 1) or None
+            cost_center = None
+            if department:
+                cost_center = ctx.crosswalks.lookup("department", department, position=pos, field="FT1-13")
+            elif cfg.require_department:
+                raise MappingError("FT1-13 (department) is empty", ft1.position(13))
+            source_item = value_near(msg, ft1, cfg.item_field) or None
+            item = None
+            if source_item:
+                item = ctx.crosswalks.lookup("item", source_item, position=pos, field=cfg.item_field)
+            out.append(Charge(
+                transaction_id=txn_id,
+                sender=sender,
+                transaction_type=ttype,
+                transaction_date=hl7_datetime(ft1.value(4, 1), tz=cfg.timezone, field="FT1-4", position=pos),
+                posting_date=hl7_datetime(ft1.value(5), tz=cfg.timezone, field="FT1-5", position=pos),
+                charge_code=code,
+                charge_description=description,
+                quantity=qty,
+                amount=amount,
+                unit_amount=abs(unit_amount) if unit_amount is not None else None,
+                department=department,
+                cost_center=cost_center,
+                performing_provider=ft1.value(20, 1) or None,
+                ordering_provider=ft1.value(21, 1) or None,
+                account_number=account,
+                visit_number=visit,
+                mrn=patient,
+                item=item,
+                source_item=source_item,
+                control_id=control or None,
+                source_channel=ctx.channel,
+            ))
+        return out

@@ -1,0 +1,268 @@
+"""The MLLP listener against real senders (python-hl7's ``mllp_send`` and ``MLLPClient``) on 127.0.0.1.
+
+One Runtime per backend (SQLite, PostgreSQL) serves every test of this module
+with several MLLP channels; each test uses its own control ids, so tests do
+not see each other's messages.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hl7.client import MLLPClient
+from sqlalchemy import func, select
+
+from bridge.db.tables import failures, inbound_files, records
+from bridge.pipeline.land import land
+from bridge.runtime import Runtime
+from tests.conftest import drop_pg_schema, make_pg_url
+from tests.helpers import settings_for
+from tests.hl7.messages import DEPARTMENTS, ITEMS, SAMPLES, dft_p03
+
+SB, EB, CR = b"\x0b", b"\x1c", b"\r"
+MLLP_SEND = Path(sys.executable).parent / "mllp_send"
+
+
+def make_cert(tmp: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    import ipaddress
+
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp / "mllp.crt", tmp / "mllp.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def channel(**source: Any) -> dict[str, Any]:
+    return {"source": {"type": "mllp", "port": 0, "max_message_bytes": 1024 * 1024, **source},
+            "parser": {"type": "hl7"}, "mapping": {"type": "hl7_dft_p03"}}
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def rt(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
+    tmp = tmp_path_factory.mktemp(f"mllp-{request.param}")
+    schema = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp / 'bridge.db'}"
+    else:
+        url, schema = make_pg_url()
+    seeds = []
+    for kind, table in (("department", DEPARTMENTS), ("item", ITEMS)):
+        path = tmp / f"{kind}.csv"
+        path.write_text("source_code,target_code\n" + "".join(f"{k},{v}\n" for k, v in table.items()))
+        seeds.append({"kind": kind, "file": str(path)})
+    cert, key = make_cert(tmp)
+    settings = settings_for(tmp, url, {
+        "dft": channel(idle_timeout=1.0),
+        "dft_aa": channel(unknown_type_ack="AA"),
+        "dft_tls": channel(tls_cert=str(cert), tls_key=str(key)),
+    }, crosswalks=seeds, processing={"workers": 1, "poll_seconds": 3600})
+    runtime = Runtime(settings)
+    runtime.start()
+    runtime.cert = cert  # type: ignore[attr-defined]
+    try:
+        yield runtime
+    finally:
+        runtime.stop()
+        runtime.db.dispose()
+        if schema:
+            drop_pg_schema(schema)
+
+
+def port(rt: Runtime, name: str = "dft") -> int:
+    p = rt.sources[name].port  # type: ignore[attr-defined]
+    assert p
+    return int(p)
+
+
+def msa(ack: bytes | str) -> tuple[str, str, dict[str, list[str]]]:
+    text = ack.decode() if isinstance(ack, bytes) else ack
+    text = text.strip("\x0b\x1c\r\n")
+    segs = {s.split("|", 1)[0]: s.split("|") for s in text.split("\r") if s}
+    assert "MSH" in segs and segs["MSH"][8].startswith("ACK"), text
+    return segs["MSA"][1], segs["MSA"][2], segs
+
+
+def charges(rt: Runtime, control: str) -> list[Any]:
+    with rt.db.read() as conn:
+        return list(conn.execute(select(records.c.natural_key, records.c.data).where(
+            records.c.type == "charge", records.c.data.contains(f'"control_id":"{control}"'))))
+
+
+def landed(rt: Runtime, control: str) -> list[Any]:
+    with rt.db.read() as conn:
+        return list(conn.execute(select(inbound_files).where(inbound_files.c.name == f"mllp-{control}.hl7")
+                                 .order_by(inbound_files.c.id)))
+
+
+def test_mllp_send_cli_gets_aa_after_commit(rt: Runtime, tmp_path: Path) -> None:
+    msgs = [dft_p03(f"CLI{i}", terminator="\r\n") for i in range(3)]
+    f = tmp_path / "out.hl7"
+    f.write_bytes(b"".join(msgs))
+    out = subprocess.run([str(MLLP_SEND), "--loose", "-f", str(f), "-p", str(port(rt)), "127.0.0.1"],
+                         capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    acks = [a for a in out.stdout.split(b"\x0b") if a.strip()]
+    assert [msa(a)[:2] for a in acks] == [("AA", f"CLI{i}") for i in range(3)]
+    for i in range(3):
+        assert len(charges(rt, f"CLI{i}")) == 3  # committed before the ACK was sent
+
+
+def test_one_connection_many_messages_and_concurrent_senders(rt: Runtime) -> None:
+    results: dict[int, list[tuple[str, str]]] = {}
+
+    def sender(n: int) -> None:
+        with MLLPClient("127.0.0.1", port(rt)) as client:
+            results[n] = [msa(client.send_message(dft_p03(f"CON{n}-{i}")))[:2] for i in range(5)]
+
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(results[n] == [("AA", f"CON{n}-{i}") for i in range(5)] for n in range(8))
+
+
+def test_unknown_message_type_is_landed_reported_and_acked_per_config(rt: Runtime) -> None:
+    oru = (SAMPLES / "unknown_type_oru_r01.hl7").read_bytes()
+    with MLLPClient("127.0.0.1", port(rt)) as client:
+        code, ctl, segs = msa(client.send_message(oru.replace(b"ORU00001", b"ORU-AE")))
+    assert (code, ctl) == ("AE", "ORU-AE")
+    assert segs["ERR"][3].startswith("200^") and "not mapped" in segs["ERR"][8]
+    with MLLPClient("127.0.0.1", port(rt, "dft_aa")) as client:
+        assert msa(client.send_message(oru.replace(b"ORU00001", b"ORU-AA")))[:2] == ("AA", "ORU-AA")
+    for ctl in ("ORU-AE", "ORU-AA"):
+        [row] = landed(rt, ctl)
+        with rt.db.read() as conn:
+            [f] = conn.execute(select(failures).where(failures.c.inbound_id == row.id)).all()
+        assert (f.kind, f.key) == ("message_type", "ORU^R01")
+
+
+def test_mapping_failure_is_ae_with_reason_and_position(rt: Runtime) -> None:
+    with MLLPClient("127.0.0.1", port(rt)) as client:
+        code, ctl, segs = msa(client.send_message(dft_p03("MAPFAIL", department="NOWHERE")))
+    assert (code, ctl) == ("AE", "MAPFAIL")
+    err = segs["ERR"]
+    assert err[2] == "FT1^1^13" and err[3].startswith("103^") and "NOWHERE" in err[8]
+    assert len(landed(rt, "MAPFAIL")) == 1
+
+
+def test_unreadable_message_is_landed_and_ar(rt: Runtime) -> None:
+    bad = b"MSH|^~\\&|BILLSYS|GENHOSP|BRIDGE|ERP|20261126||DFT^P03|NOTUTF8|P|2.5.1\rPID|1||X||TEST\xc9\r"
+    with MLLPClient("127.0.0.1", port(rt)) as client:
+        code, ctl, segs = msa(client.send_message(bad))
+        assert (code, ctl) == ("AR", "NOTUTF8")
+        assert segs["ERR"][2] == "PID^1^5"
+        # the connection stays usable
+        assert msa(client.send_message(dft_p03("AFTERAR")))[:2] == ("AA", "AFTERAR")
+    assert len(landed(rt, "NOTUTF8")) == 1
+    with MLLPClient("127.0.0.1", port(rt)) as client:
+        code, ctl, _ = msa(client.send_message(b"PID|1||X\rPV1|1\r"))
+    assert (code, ctl) == ("AR", "")
+
+
+def test_duplicate_control_id_is_acked_aa_without_double_charge(rt: Runtime) -> None:
+    with MLLPClient("127.0.0.1", port(rt)) as client:
+        assert msa(client.send_message(dft_p03("DUPCTL", txn_prefix="first")))[0] == "AA"
+        # regenerated by the sender: other bytes, same MSH-10
+        assert msa(client.send_message(dft_p03("DUPCTL", txn_prefix="second")))[0] == "AA"
+        # byte-identical resend
+        assert msa(client.send_message(dft_p03("DUPCTL", txn_prefix="first")))[0] == "AA"
+    rows = charges(rt, "DUPCTL")
+    assert len(rows) == 3 and all(":first-" in r.natural_key for r in rows)
+    assert rt.sources["dft"].status.extra["duplicate_control_ids"] >= 1
+
+
+def test_crash_between_landing_and_ack_then_resend(rt: Runtime) -> None:
+    # bridge landed the message and died before processing and ACKing it: the row waits as "landed"
+    data = dft_p03("CRASH1")
+    import io
+
+    first = land(rt.db, rt.archive, channel="dft", src=io.BytesIO(data), name="mllp-CRASH1.hl7")
+    with rt.db.read() as conn:
+        assert conn.execute(select(inbound_files.c.status).where(inbound_files.c.id == first.inbound_id)
+                            ).scalar_one() == "landed"
+    with MLLPClient("127.0.0.1", port(rt)) as client:
+        assert msa(client.send_message(data))[:2] == ("AA", "CRASH1")
+    assert len(charges(rt, "CRASH1")) == 3
+    # and after processing, before the ACK: the resend is a duplicate, ACKed AA, nothing doubles
+    with MLLPClient("127.0.0.1", port(rt)) as client:
+        assert msa(client.send_message(data))[:2] == ("AA", "CRASH1")
+    assert len(charges(rt, "CRASH1")) == 3
+    rows = landed(rt, "CRASH1")
+    assert [r.status for r in rows] == ["processed", "duplicate", "duplicate"]
+
+
+def raw_connect(rt: Runtime, name: str = "dft") -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port(rt, name)), timeout=30)
+    return s
+
+
+def recv_frame(s: socket.socket) -> bytes:
+    buf = b""
+    while not buf.endswith(EB + CR):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def test_frame_without_end_block_is_dropped_and_idle_connection_closed(rt: Runtime) -> None:
+    with raw_connect(rt) as s:
+        s.sendall(SB + dft_p03("NOEND1"))
+        # idle_timeout (1 s on this channel) closes the connection: recv sees EOF, no ACK
+        assert s.recv(1024) == b""
+    with raw_connect(rt) as s:
+        # a new start block before the end block abandons the partial frame
+        s.sendall(SB + dft_p03("NOEND2") + SB + dft_p03("AFTER2") + EB + CR)
+        assert msa(recv_frame(s))[:2] == ("AA", "AFTER2")
+    assert landed(rt, "NOEND1") == [] and landed(rt, "NOEND2") == []
+    assert rt.sources["dft"].status.extra["incomplete_frames"] >= 2
+
+
+def test_fifty_megabyte_message_is_ar_and_not_landed(rt: Runtime) -> None:
+    with rt.db.read() as conn:
+        before = conn.execute(select(func.count()).select_from(inbound_files)).scalar_one()
+    big = dft_p03("BIG50").replace(b"EVN|P03|", b"ZBG|" + b"A" * (50 * 1024 * 1024) + b"\rEVN|P03|")
+    with raw_connect(rt) as s:
+        s.sendall(SB + big + EB + CR)
+        code, ctl, segs = msa(recv_frame(s))
+        assert (code, ctl) == ("AR", "BIG50") and "larger than the limit" in segs["ERR"][8]
+        s.sendall(SB + dft_p03("AFTERBIG") + EB + CR)
+        assert msa(recv_frame(s))[:2] == ("AA", "AFTERBIG")
+    with rt.db.read() as conn:
+        after = conn.execute(select(func.count()).select_from(inbound_files)).scalar_one()
+    assert after == before + 1  # only AFTERBIG
+
+
+def test_tls(rt: Runtime) -> None:
+    ctx = ssl.create_default_context(cafile=str(rt.cert))  # type: ignore[attr-defined]
+    with socket.create_connection(("127.0.0.1", port(rt, "dft_tls")), timeout=30) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            for i in range(2):
+                s.sendall(SB + dft_p03(f"TLS{i}") + EB + CR)
+                assert msa(recv_frame(s))[:2] == ("AA", f"TLS{i}")
