@@ -26,7 +26,9 @@ __all__ = ["COMMANDS", "main"]
 COMMANDS: list[str] = [
     "bridge.commands.core:register",
     "bridge.commands.clients:register",
+    "bridge.commands.relay:register",
     "bridge.commands.x12:register",
+    "bridge.commands.ops:register",
 ]
 
 

@@ -51,6 +51,10 @@ MAPPINGS: dict[str, str] = {
 }
 
 DESTINATIONS: dict[str, str] = {
+    "amqp": "outbox.destinations.amqp:AmqpDestination",
+    "folder": "outbox.destinations.folder:FolderDestination",
+    "http": "outbox.destinations.http:HttpDestination",
+    "sftp": "outbox.destinations.sftp:SftpDestination",
 }
 
 ROLES: dict[str, dict[str, str]] = {

@@ -44,6 +44,7 @@ class Service(Protocol):
 
 #: "module:function" factories called as ``factory(runtime) -> Service | None`` at start
 SERVICES: list[str] = [
+    "outbox.relay:service_factory",
 ]
 
 

@@ -62,6 +62,8 @@ class ApiConfig(_Strict):
     allow_remote: bool = False
     max_upload_bytes: int = 512 * 1024 * 1024
     default_page_size: int = Field(100, ge=1, le=1000)
+    #: requests per minute for a client whose api_clients row sets none; null: unlimited (bridge.api.ratelimit)
+    rate_limit_per_minute: int | None = Field(600, ge=1)
 
     @model_validator(mode="after")
     def _refuse_open_bind(self) -> ApiConfig:
@@ -74,6 +76,15 @@ class ApiConfig(_Strict):
         return self
 
 
+class SlaConfig(_Strict):
+    """A channel's latency objectives (p95), shown against the measured lag on the console dashboard."""
+
+    #: drop (received_at) -> committed (processed_at), seconds
+    commit_seconds: float | None = Field(None, gt=0)
+    #: event committed -> delivered to a destination, seconds
+    delivered_seconds: float | None = Field(None, gt=0)
+
+
 class ChannelConfig(_Strict):
     source: Component
     parser: Component
@@ -82,6 +93,7 @@ class ChannelConfig(_Strict):
     #: all-or-nothing: one bad message fails the whole file and nothing commits
     all_or_nothing: bool = False
     description: str = ""
+    sla: SlaConfig | None = None
 
 
 class DestinationConfig(_Strict):
@@ -123,8 +135,9 @@ class RelayConfig(_Strict):
     """The outbox relay (``outbox.relay``): workers, claims, retry schedule, retention."""
 
     workers: int = Field(2, ge=1, le=64)
-    #: deliveries claimed per transaction (at most one per ordering key)
+    #: ordering keys claimed per transaction; each key's head plus up to run_length - 1 followers
     batch_size: int = Field(100, ge=1, le=10_000)
+    run_length: int = Field(20, ge=1, le=1000)
     #: how long a claim lasts before another relay process may take it
     lease_seconds: float = Field(60.0, gt=0)
     poll_seconds: float = Field(0.5, gt=0)

@@ -16,8 +16,18 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
-from bridge.api import problems
-from bridge.api.routes import cxml, events, failures, health, inbound, records
+from bridge.api import console, problems
+from bridge.api.context import RequestContextMiddleware, RouteTemplates
+from bridge.api.metrics import Metrics
+from bridge.api.ratelimit import RateLimiter
+from bridge.api.routes import charges as charges_route
+from bridge.api.routes import crosswalks as crosswalks_route
+from bridge.api.routes import cxml, destinations, events, failures, health, inbound, records
+from bridge.api.routes import items as items_route
+from bridge.api.routes import metrics as metrics_route
+from bridge.api.routes import operators as operators_route
+from bridge.api.routes import purchase_orders as purchase_orders_route
+from bridge.api.routes import traces as traces_route
 from bridge.db import Database
 from bridge.settings import Settings
 
@@ -35,6 +45,19 @@ route names the scope it needs. Fields holding patient identifiers are masked
 (`***`) unless the key has `phi:read`.
 
 Every error is `application/problem+json` (RFC 9457).
+
+Each client has a rate limit (requests per minute, a token bucket per client
+in each bridge process): over it, a 429 with `Retry-After`. Send
+`X-Correlation-ID` (1-64 of `A-Z a-z 0-9 . _ : -`) to tie your calls to what
+they cause: it is returned, logged, stamped on the records and events a POST
+writes, and `GET /v1/traces/{id}` follows it. Every response carries
+`X-Request-ID` too. POSTs that create take an `Idempotency-Key`.
+
+Versioning: everything is under `/v1`. A breaking change goes to `/v2`; `/v1`
+keeps working and announces its end with `Deprecation` and `Sunset` headers
+(RFC 9745, RFC 8594) for at least one release before it is removed. Adding
+fields, routes or optional parameters is not breaking: clients must ignore
+fields they do not know.
 """
 
 
@@ -49,16 +72,31 @@ def create_app(settings: Settings, db: Database, runtime: Any = None) -> FastAPI
             {"name": "events", "description": "the outbox event feed"},
             {"name": "operations", "description": "inbound files and failures"},
             {"name": "health", "description": "liveness"},
+            {"name": "purchase orders", "description": "POs sent to vendors as X12 850, with their status timeline"},
+            {"name": "charges", "description": "charges sent to the billing engine as HL7 DFT^P03"},
         ],
     )
     app.state.settings = settings
     app.state.db = db
     app.state.runtime = runtime
     problems.install(app)
+    # managed API (issue 8): per-client token buckets, request/correlation ids, Prometheus metrics
+    app.state.rate_limiter = RateLimiter(settings.api.rate_limit_per_minute)
+    app.state.metrics = Metrics(db)
+    app.add_middleware(RequestContextMiddleware, templates=RouteTemplates(lambda: app.openapi()["paths"]),
+                       metrics=app.state.metrics)  # outermost: ids on every response
+    app.include_router(metrics_route.router)
+    app.include_router(traces_route.router, prefix=f"/{API_VERSION}")
+    app.include_router(items_route.router, prefix=f"/{API_VERSION}")
+    app.include_router(purchase_orders_route.router, prefix=f"/{API_VERSION}")
+    app.include_router(charges_route.router, prefix=f"/{API_VERSION}")
 
     v1 = APIRouter(prefix=f"/{API_VERSION}")
-    for module in (records, events, inbound, failures, cxml):
+    for module in (records, events, inbound, failures, destinations, cxml):
         v1.include_router(module.router)
+    v1.include_router(operators_route.router)  # issue 9: operator actions, jobs, audit
+    v1.include_router(crosswalks_route.router)  # issue 9: crosswalks
     app.include_router(health.router)
+    app.include_router(console.router)  # issue 9: operator console at /console
     app.include_router(v1)
     return app

@@ -23,6 +23,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from bridge.api.keys import Client, authenticate
 from bridge.api.problems import Problem
 from bridge.db import Database
+from bridge.logging import bind_client
 from bridge.settings import Settings
 
 __all__ = [
@@ -57,6 +58,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 def current_client(
     security_scopes: SecurityScopes,
+    request: Request,
     db: DbDep,
     api_key: Annotated[str | None, Depends(_api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -72,6 +74,10 @@ def current_client(
         # one answer for unknown, malformed and revoked keys: nothing to probe
         raise Problem(401, "the API key is not valid (unknown, malformed or revoked)",
                       slug="unauthenticated", title="Unauthenticated", headers=challenge)
+    limiter = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:  # bridge.api.ratelimit: 429 + Retry-After when over the limit
+        limiter.check(client.id, client.name, client.rate_limit_per_minute)
+    bind_client(client.name)
     missing = [s for s in security_scopes.scopes if not client.allows(s)]
     if missing:
         raise Problem(403, f"this API key lacks the scope {missing[0]!r} that this route needs",

@@ -13,6 +13,15 @@ every ``ops:`` scope and ``admin`` grants everything. ``last_used_at`` is
 refreshed at most once per :data:`LAST_USED_EVERY` per client, so a busy
 client does not turn every read into a write.
 
+A successful lookup is cached in this process for :data:`CACHE_SECONDS`
+(keyed by the database URL and the key's SHA-256, at most
+:data:`CACHE_SIZE` entries), so a busy client costs no database read per
+request. :func:`revoke_client` drops the client's entries in the process that
+calls it, so a revocation through the API process is immediate; a revocation
+by another process (``bridge clients revoke`` against a running server) takes
+effect within :data:`CACHE_SECONDS`. Only valid keys are cached: an unknown or
+revoked key is looked up every time.
+
 This module owns the ``api_clients`` table; :mod:`bridge.api.deps` turns a
 request's key into a :class:`Client`, and ``bridge clients`` manages them.
 """
@@ -24,6 +33,8 @@ import hmac
 import logging
 import secrets
 import string
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,6 +46,8 @@ from bridge.db.tables import api_clients
 from bridge.errors import BridgeError, StorageError
 
 __all__ = [
+    "CACHE_SECONDS",
+    "CACHE_SIZE",
     "KNOWN_SCOPES",
     "LAST_USED_EVERY",
     "Client",
@@ -63,6 +76,12 @@ KNOWN_SCOPES: dict[str, str] = {
 
 #: ``last_used_at`` is written at most this often per client
 LAST_USED_EVERY = timedelta(seconds=60)
+
+#: how long a successful key lookup is reused without reading ``api_clients`` (revocation by another process
+#: takes effect within this)
+CACHE_SECONDS = 5.0
+#: at most this many cached lookups per process
+CACHE_SIZE = 1024
 
 KEY_PREFIX = "brg"
 _PREFIX_ALPHABET = string.ascii_lowercase + string.digits
@@ -103,6 +122,38 @@ class Client:
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+class _KeyCache:
+    """(database url, key sha256) -> (Client, monotonic expiry); thread-safe, bounded, oldest evicted first."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], tuple[Client, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, db_url: str, digest: str) -> Client | None:
+        hit = self._entries.get((db_url, digest))
+        if hit is None:
+            return None
+        if hit[1] <= time.monotonic():
+            with self._lock:
+                self._entries.pop((db_url, digest), None)
+            return None
+        return hit[0]
+
+    def put(self, db_url: str, digest: str, client: Client) -> None:
+        with self._lock:
+            while len(self._entries) >= CACHE_SIZE:
+                self._entries.pop(next(iter(self._entries)))
+            self._entries[(db_url, digest)] = (client, time.monotonic() + CACHE_SECONDS)
+
+    def forget(self, db_url: str, client_id: int) -> None:
+        with self._lock:
+            for k in [k for k, (c, _) in self._entries.items() if k[0] == db_url and c.id == client_id]:
+                del self._entries[k]
+
+
+_cache = _KeyCache()
 
 
 def _parse(key: str) -> tuple[str, str] | None:
@@ -184,6 +235,7 @@ def revoke_client(db: Database, name: str) -> Client:
         if row.revoked_at is None:
             conn.execute(update(api_clients).where(api_clients.c.id == row.id).values(revoked_at=utcnow()))
         row = conn.execute(select(api_clients).where(api_clients.c.id == row.id)).one()
+    _cache.forget(db.url, row.id)
     return _client(row)
 
 
@@ -192,9 +244,12 @@ def authenticate(db: Database, key: str) -> Client | None:
     parsed = _parse(key)
     if parsed is None:
         return None
+    presented = hash_key(key)
+    cached = _cache.get(db.url, presented)
+    if cached is not None:
+        return cached
     with db.read() as conn:
         row = conn.execute(select(api_clients).where(api_clients.c.key_prefix == parsed[0])).first()
-    presented = hash_key(key)
     if not hmac.compare_digest(presented, row.key_hash if row is not None else _DUMMY_HASH):
         return None
     assert row is not None
@@ -202,6 +257,7 @@ def authenticate(db: Database, key: str) -> Client | None:
     if client.revoked:
         return None
     _touch(db, client)
+    _cache.put(db.url, presented, client)
     return client
 
 

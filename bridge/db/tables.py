@@ -20,7 +20,8 @@ Tables, in the order a file flows through them:
 - ``deliveries``, ``delivery_attempts``, ``destination_state``: the relay's
   per-destination fan-out, retry schedule and every attempt.
 - ``crosswalks``: master-data code maps by kind.
-- ``api_clients``, ``idempotency_keys``, ``audit_log``: the API's side.
+- ``api_clients``, ``idempotency_keys``, ``audit_log``: the API's side;
+  ``console_sessions``: the operator console's server-side sessions.
 - ``remote_files``, ``control_numbers``: SFTP leases and seen files; X12
   control-number sequences per partner.
 """
@@ -151,6 +152,7 @@ failures = Table(
     Column("note", Text, nullable=True),
     UniqueConstraint("inbound_id", "message_index"),
     Index("ix_failures_status_category", "status", "category", "id"),
+    Index("ix_failures_status_id", "status", "id"),
     Index("ix_failures_channel", "channel", "id"),
     Index("ix_failures_kind_key", "kind", "key"),
 )
@@ -221,6 +223,9 @@ deliveries = Table(
     UniqueConstraint("event_seq", "destination"),
     Index("ix_deliveries_due", "destination", "status", "next_attempt_at"),
     Index("ix_deliveries_key", "destination", "ordering_key", "event_seq"),
+    # the claim's "earlier pending delivery of this key?" probe (migration 0003)
+    Index("ix_deliveries_pending_key", "destination", "ordering_key", "event_seq",
+          sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'")),
 )
 
 delivery_attempts = Table(
@@ -288,6 +293,18 @@ audit_log = Table(
     Column("reason", Text, nullable=True),
     Column("details", Text, nullable=False, server_default="{}"),
     Index("ix_audit_log_at", "at"),
+)
+
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    # only the SHA-256 of the session token is stored; the token lives in the operator's cookie
+    Column("id_hash", String(64), primary_key=True),
+    Column("client_id", Id, ForeignKey("api_clients.id", ondelete="CASCADE"), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Index("ix_console_sessions_expires_at", "expires_at"),
 )
 
 remote_files = Table(

@@ -25,8 +25,20 @@ from tests.pipeline.flatkit import CONSUMPTION_HEADER
 RSS_LIMIT_MB = 150
 
 SCRIPT = r"""
-import json, resource, sys
+import json, sys
 from bridge.db import Database
+
+
+def peak_mb():
+    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across exec, so a child
+    # of a big pytest process would report its parent's peak
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 from bridge.pipeline.land import Archive, land
 from bridge.pipeline.process import Processor
 from tests.pipeline.flatkit import channel, failure_rows, seed, count, records
@@ -42,7 +54,7 @@ result = Processor(db, archive, {ch.name: ch}).process(landed.inbound_id)
 print(json.dumps({
     "status": result.status, "messages": result.messages, "records": count(db, records),
     "failures": failure_rows(db, landed.inbound_id),
-    "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "rss_mb": peak_mb(),
 }, default=str))
 """
 

@@ -77,9 +77,9 @@ def list_failures(
     client: OpsReader,
     db: DbDep,
     settings: SettingsDep,
-    channel: Annotated[str | None, Query(max_length=64)] = None,
+    channel: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")] = None,
     category: Annotated[Category | None, Query()] = None,
-    status: Annotated[str | None, Query(max_length=16, description="open, resolved, ...")] = None,
+    status: Annotated[str | None, Query(max_length=16, pattern=r"^[a-z_]+$", description="open, resolved, ...")] = None,
     after: Annotated[str | None, Query(description="cursor from a previous page's next_cursor")] = None,
     limit: Annotated[int | None, Query(ge=1, le=MAX_PAGE)] = None,
 ) -> FailurePagePublic:
@@ -105,7 +105,7 @@ def list_failures(
 
 @router.get("/{id}", response_model=FailurePublic, summary="One failure",
             description="A failure by id. Needs `ops:read`.", responses=responses(401, 403, 404, 422))
-def get_failure(id: Annotated[int, Path(ge=1)], client: OpsReader, db: DbDep) -> FailurePublic:
+def get_failure(id: Annotated[int, Path(ge=1, le=2**63 - 1)], client: OpsReader, db: DbDep) -> FailurePublic:
     with db.read() as conn:
         row = conn.execute(select(failures).where(failures.c.id == id)).first()
     if row is None:

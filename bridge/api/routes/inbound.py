@@ -71,7 +71,7 @@ def list_inbound(
     client: OpsReader,
     db: DbDep,
     settings: SettingsDep,
-    channel: Annotated[str | None, Query(max_length=64)] = None,
+    channel: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")] = None,
     status: Annotated[Status | None, Query()] = None,
     after: Annotated[str | None, Query(description="cursor from a previous page's next_cursor")] = None,
     limit: Annotated[int | None, Query(ge=1, le=MAX_PAGE)] = None,
@@ -98,7 +98,7 @@ def list_inbound(
             description="A landed file with its status and every failure recorded against it (open and "
                         "resolved), in message order. Needs `ops:read`.",
             responses=responses(401, 403, 404, 422))
-def get_inbound(id: Annotated[int, Path(ge=1)], client: OpsReader, db: DbDep) -> InboundDetailPublic:
+def get_inbound(id: Annotated[int, Path(ge=1, le=2**63 - 1)], client: OpsReader, db: DbDep) -> InboundDetailPublic:
     with db.read() as conn:
         row = conn.execute(select(inbound_files).where(inbound_files.c.id == id)).first()
         if row is None:

@@ -1,0 +1,1 @@
+"""Outbox destinations, one module each; the contract is in :mod:`outbox.destinations.base`."""

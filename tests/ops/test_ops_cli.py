@@ -1,0 +1,43 @@
+"""``bridge crosswalk ...`` and ``bridge failures resolve|ignore`` against a real database (both backends)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy import select
+
+from bridge.cli import main
+from bridge.db import Database
+from bridge.db.tables import audit_log, failures
+from bridge.settings import Settings
+from tests.helpers import count
+from tests.ops.conftest import rows
+
+
+def test_crosswalk_and_failure_commands(db: Database, settings: Settings, ingest, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    ingest(rows(["777", "778", "779"]), "a.csv")
+    config = tmp_path / "bridge.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json", exclude_defaults=True)))
+    c = ["-c", str(config)]
+    assert main([*c, "crosswalk", "add", "item", "777", "ERP-777", "--reason", "new", "--reprocess"]) == 0
+    out = capsys.readouterr().out
+    assert "fix 1 open failures" in out and "1 resolved" in out
+    csv_file = tmp_path / "items.csv"
+    csv_file.write_text("source_code,target_code,description\n778,ERP-778,Tape\n")
+    assert main([*c, "crosswalk", "import", "item", str(csv_file)]) == 0
+    assert "fix 1 open failures" in capsys.readouterr().out
+    assert main([*c, "crosswalk", "list", "item", "-q", "tape"]) == 0
+    assert "778\tERP-778\tactive" in capsys.readouterr().out
+    assert main([*c, "crosswalk", "deactivate", "item", "778", "--reason", "retired"]) == 0
+    assert main([*c, "crosswalk", "deactivate", "item", "nope"]) == 1
+    capsys.readouterr()
+    with db.read() as conn:
+        ids = conn.execute(select(failures.c.id).where(failures.c.status == "open").order_by(failures.c.id)).scalars().all()
+    assert len(ids) == 2  # 778 (not reprocessed) and 779
+    assert main([*c, "failures", "ignore", str(ids[0]), "--reason", "test data"]) == 0
+    assert main([*c, "failures", "resolve", str(ids[0]), "--reason", "again"]) == 1
+    assert "not open" in capsys.readouterr().err
+    assert count(db, audit_log, audit_log.c.actor.like("cli:%")) == 5
