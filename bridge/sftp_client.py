@@ -31,7 +31,7 @@ import os
 import posixpath
 import socket
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NoReturn
 
 import paramiko
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -146,7 +146,7 @@ class Backoff:
 class _Reject(paramiko.RejectPolicy):
     """RejectPolicy that says which host and which key it refused."""
 
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> NoReturn:
         raise SourceError(
             f"host key of {hostname} is not in known_hosts "
             f"(server offered {key.get_name()} {fingerprint(key)}); refusing to connect",
