@@ -23,7 +23,7 @@ from typing import Any
 __all__ = ["bind_client", "bind_context", "configure", "context_fields", "current_correlation_id",
            "reset_context"]
 
-_STD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
+_STD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName", "color_message"}
 _SECRET = ("password", "secret", "token", "key_hash", "api_key", "authorization")
 
 #: the fields of the request being served; a dict, so a dependency running in a copied
