@@ -317,10 +317,14 @@ class Processor:
         conn.execute(ins.on_conflict_do_nothing(index_elements=["channel", "sender", "control_id"]), values)
         owners: dict[tuple[str, str], tuple[int, int]] = {}
         ids = sorted({v["control_id"] for v in values})
+        # name the senders too: the unique index is (channel, sender, control_id), and without
+        # the middle column PostgreSQL scans every key of the channel (quadratic over time)
+        senders = sorted({v["sender"] for v in values})
         for i in range(0, len(ids), 500):
             for r in conn.execute(select(message_keys.c.sender, message_keys.c.control_id, message_keys.c.inbound_id,
                                          message_keys.c.message_index).where(
-                    message_keys.c.channel == row.channel, message_keys.c.control_id.in_(ids[i : i + 500]))):
+                    message_keys.c.channel == row.channel, message_keys.c.sender.in_(senders),
+                    message_keys.c.control_id.in_(ids[i : i + 500]))):
                 owners[(r.sender, r.control_id)] = (r.inbound_id, r.message_index)
         dupes = {v["message_index"] for v in values
                  if owners.get((v["sender"], v["control_id"])) != (row.id, v["message_index"])}
