@@ -66,19 +66,7 @@ class FolderDestination(Destination):
 
     def render(self, event: OutboxEvent) -> tuple[str, bytes]:
         """(file name, bytes) for an event; PermanentDelivery when it cannot be rendered."""
-        doc = event.document()
-        data = doc.get("data")
-        if isinstance(data, dict) and "filename" in data and "content" in data:
-            name = safe_name(data["filename"], event_id=event.id)
-            content = data["content"]
-            if not isinstance(content, str):
-                raise PermanentDelivery(f"event {event.id}: data.content is not text")
-            try:
-                return name, content.encode(self.config.encoding)
-            except UnicodeEncodeError:
-                raise PermanentDelivery(
-                    f"event {event.id}: data.content cannot be encoded as {self.config.encoding}") from None
-        return event.id + self.config.json_suffix, event.payload.encode()
+        return render_file(event, encoding=self.config.encoding, json_suffix=self.config.json_suffix)
 
     def deliver(self, event: OutboxEvent) -> Receipt:
         name, body = self.render(event)
@@ -106,3 +94,24 @@ class FolderDestination(Destination):
                 pass
             raise RetryableDelivery(f"{self.name}: cannot write into the destination folder ({exc.strerror})") from exc
         return Receipt(response=name)
+
+
+def render_file(event: OutboxEvent, *, encoding: str, json_suffix: str) -> tuple[str, bytes]:
+    """(file name, bytes) of an event for a file destination (folder, sftp).
+
+    An event whose ``data`` carries ``filename`` and ``content`` (an ACK, an outbound
+    X12/HL7 file) is that file; any other event is its JSON payload named by its id.
+    Raises PermanentDelivery when it cannot be rendered.
+    """
+    doc = event.document()
+    data = doc.get("data")
+    if isinstance(data, dict) and "filename" in data and "content" in data:
+        name = safe_name(data["filename"], event_id=event.id)
+        content = data["content"]
+        if not isinstance(content, str):
+            raise PermanentDelivery(f"event {event.id}: data.content is not text")
+        try:
+            return name, content.encode(encoding)
+        except UnicodeEncodeError:
+            raise PermanentDelivery(f"event {event.id}: data.content cannot be encoded as {encoding}") from None
+    return event.id + json_suffix, event.payload.encode()

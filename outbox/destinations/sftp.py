@@ -31,10 +31,10 @@ import uuid
 import paramiko
 from pydantic import Field
 
-from bridge.errors import ConfigError, PermanentDelivery, RetryableDelivery, SourceError
+from bridge.errors import ConfigError, RetryableDelivery, SourceError
 from bridge.sftp_client import SftpConnection, SftpConnectionConfig, describe
 from outbox.destinations.base import Destination, DestinationConfig, OutboxEvent, Receipt
-from outbox.destinations.folder import safe_name
+from outbox.destinations.folder import render_file
 
 __all__ = ["SftpDestination", "SftpDestinationConfig", "upload_atomically"]
 
@@ -89,19 +89,7 @@ class SftpDestination(Destination):
 
     def render(self, event: OutboxEvent) -> tuple[str, bytes]:
         """(file name, bytes) for an event; PermanentDelivery when it cannot be rendered."""
-        doc = event.document()
-        data = doc.get("data")
-        if isinstance(data, dict) and "filename" in data and "content" in data:
-            name = safe_name(data["filename"], event_id=event.id)
-            content = data["content"]
-            if not isinstance(content, str):
-                raise PermanentDelivery(f"event {event.id}: data.content is not text")
-            try:
-                return name, content.encode(self.config.encoding)
-            except UnicodeEncodeError:
-                raise PermanentDelivery(
-                    f"event {event.id}: data.content cannot be encoded as {self.config.encoding}") from None
-        return event.id + self.config.json_suffix, event.payload.encode()
+        return render_file(event, encoding=self.config.encoding, json_suffix=self.config.json_suffix)
 
     def _session(self) -> paramiko.SFTPClient:
         try:
