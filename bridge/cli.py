@@ -13,12 +13,12 @@ exits 1. No traceback reaches the operator unless ``--debug`` is given.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from bridge.errors import BridgeError, ConfigError
+from bridge.registry import import_target
 
 __all__ = ["COMMANDS", "main"]
 
@@ -51,8 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for target in COMMANDS:
-        module_name, _, func = target.partition(":")
-        getattr(importlib.import_module(module_name), func)(sub)
+        import_target(target)(sub)
     return parser
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from bridge.errors import ConfigError
 
-__all__ = ["DESTINATIONS", "MAPPINGS", "PARSERS", "ROLES", "SOURCES", "load", "names"]
+__all__ = ["DESTINATIONS", "MAPPINGS", "PARSERS", "ROLES", "SOURCES", "import_target", "load", "names"]
 
 SOURCES: dict[str, str] = {
     "folder": "bridge.sources.folder:FolderSource",
@@ -77,6 +77,14 @@ def load(role: str, name: str, *, key: str | None = None) -> Any:
     except KeyError:
         known = ", ".join(sorted(table)) or "none"
         raise ConfigError(key or f"{role}.type", f"unknown {role} type {name!r} (known: {known})") from None
-    module_name, _, class_name = target.partition(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, class_name)
+    return import_target(target)
+
+
+def import_target(target: str) -> Any:
+    """The object a ``"package.module:attr"`` string names, imported on first use.
+
+    Registries, ``bridge.runtime.SERVICES`` and the CLI's ``COMMANDS`` name their
+    entries this way so that a process imports only what its configuration uses.
+    """
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)

@@ -27,6 +27,7 @@ from bridge.db import Database
 from bridge.errors import BridgeError
 from bridge.pipeline.land import Archive, Landed, Lander
 from bridge.pipeline.process import ChannelRuntime, Processor, build_channel, worker_name
+from bridge.registry import import_target
 from bridge.settings import Settings, build_component
 from bridge.sources.base import Source
 from mappings.crosswalks import import_csv
@@ -89,11 +90,8 @@ class Runtime:
                 source.start()
             except BridgeError as exc:
                 log.error("source failed to start", extra={"channel": name, "error": str(exc)})
-        import importlib
-
         for target in SERVICES:
-            module_name, _, func = target.partition(":")
-            service = getattr(importlib.import_module(module_name), func)(self)
+            service = import_target(target)(self)
             if service is not None:
                 service.start()
                 self.services.append(service)
