@@ -10,8 +10,14 @@ fresh queue (RabbitMQ, 127.0.0.1:5672). Printed per scenario:
 - ``backlog p50/p99``: created_at to receipt while draining (dominated by queueing);
 - ``paced p50/p99``: created_at to receipt for ``--paced-rate`` events/s written
   for ``--paced-seconds`` while the relays are idle-polling: the commit-to-receipt
-  latency of a system that keeps up (includes the poll interval);
-- ``dupes``: receipts beyond the first per event id (must be 0 without faults).
+  latency of a system that keeps up. The writer here is this process, not the
+  relays': on PostgreSQL NOTIFY wakes them; on SQLite nothing crosses processes,
+  so the figure includes up to ``--poll`` (in ``bridge run`` the writer's commit
+  wakes its own relay);
+- ``dupes``: receipts beyond the first per event id (must be 0 without faults);
+- ``cpu us/ev``: CPU time (user + system) of the relay processes per event
+  delivered, over the whole scenario (backlog, paced phase, idle waits): a
+  figure that a busy machine inflates far less than events/s.
 
 Usage: ``.venv/bin/python bench/relay.py --events 20000`` (default 100,000).
 Figures on a shared 2-core machine are noisy.
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -197,6 +204,7 @@ def run(args: argparse.Namespace, dest: str, backend: str, procs: int, tmp: Path
     write(db, args.events, args.keys)
     spec = orjson.dumps({"destination": destination, "relay": {
         "workers": args.workers, "batch_size": args.batch, "lease_seconds": args.lease, "poll_seconds": args.poll}}).decode()
+    cpu0 = _children_cpu()
     children = [subprocess.Popen([sys.executable, __file__, "--child", url, spec], cwd=ROOT) for _ in range(procs)]
     try:
         t0 = time.time()
@@ -235,6 +243,7 @@ def run(args: argparse.Namespace, dest: str, backend: str, procs: int, tmp: Path
             except subprocess.TimeoutExpired:
                 c.kill()
                 c.wait()
+        relay_cpu = _children_cpu() - cpu0
         if dest == "http":
             server.should_exit = True
         else:
@@ -252,7 +261,14 @@ def run(args: argparse.Namespace, dest: str, backend: str, procs: int, tmp: Path
     return {"dest": dest, "backend": backend, "procs": procs, "received": got, "events": args.events,
             "eps": got / span if span == span and span > 0 else float("nan"),
             "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "paced_p50": pct(plat, 0.5), "paced_p99": pct(plat, 0.99),
-            "dupes": dupes, "failed": {(e or "")[:70]: n for e, n in failed}}
+            "dupes": dupes, "failed": {(e or "")[:70]: n for e, n in failed},
+            "cpu_us": relay_cpu / max(1, got + paced_n) * 1e6}
+
+
+def _children_cpu() -> float:
+    """CPU seconds of the waited-for child processes (the relays) so far."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def main() -> None:
@@ -264,7 +280,8 @@ def main() -> None:
     p.add_argument("--keys", type=int, default=1000, help="distinct ordering keys")
     p.add_argument("--workers", type=int, default=4, help="delivery threads per relay process")
     p.add_argument("--batch", type=int, default=200)
-    p.add_argument("--poll", type=float, default=0.05)
+    p.add_argument("--poll", type=float, default=0.5,
+                   help="relay.poll_seconds: only the fallback, commits and NOTIFY wake the relays")
     p.add_argument("--keep", action="store_true", help="keep the PostgreSQL schema for inspection")
     p.add_argument("--lease", type=float, default=120.0, help="relay.lease_seconds")
     p.add_argument("--timeout", type=float, default=900)
@@ -283,12 +300,13 @@ def main() -> None:
           f"per process, paced {args.paced_rate}/s; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
           f"{os.cpu_count()} CPUs (shared, noisy)")
     print(f"{'scenario':<22}{'received':>10}{'events/s':>10}{'backlog p50':>13}{'p99 ms':>9}"
-          f"{'paced p50':>11}{'p99 ms':>9}{'dupes':>7}")
+          f"{'paced p50':>11}{'p99 ms':>9}{'dupes':>7}{'cpu us/ev':>11}")
     with tempfile.TemporaryDirectory() as tmp:
         for dest, backend, procs in scenarios:
             r = run(args, dest, backend, procs, Path(tmp))
             print(f"{dest + '/' + backend + ' x' + str(procs):<22}{r['received']:>10}{r['eps']:>10.0f}"
-                  f"{r['p50']:>13.0f}{r['p99']:>9.0f}{r['paced_p50']:>11.0f}{r['paced_p99']:>9.0f}{r['dupes']:>7}",
+                  f"{r['p50']:>13.0f}{r['p99']:>9.0f}{r['paced_p50']:>11.0f}{r['paced_p99']:>9.0f}{r['dupes']:>7}"
+                  f"{r['cpu_us']:>11.0f}",
                   flush=True)
             for error, n in r["failed"].items():
                 print(f"{'':<22}failed attempts: {n} x {error}", flush=True)

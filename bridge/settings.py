@@ -64,6 +64,9 @@ class ApiConfig(_Strict):
     default_page_size: int = Field(100, ge=1, le=1000)
     #: requests per minute for a client whose api_clients row sets none; null: unlimited (bridge.api.ratelimit)
     rate_limit_per_minute: int | None = Field(600, ge=1)
+    #: API worker processes; above 1, ``bridge run`` serves the API from that many processes sharing its
+    #: socket and rate limits (bridge.api.server says what stays per process)
+    workers: int = Field(1, ge=1, le=64)
 
     @model_validator(mode="after")
     def _refuse_open_bind(self) -> ApiConfig:
@@ -140,6 +143,7 @@ class RelayConfig(_Strict):
     run_length: int = Field(20, ge=1, le=1000)
     #: how long a claim lasts before another relay process may take it
     lease_seconds: float = Field(60.0, gt=0)
+    #: the fallback: a commit of events in this process, or a PostgreSQL NOTIFY, wakes the relay at once
     poll_seconds: float = Field(0.5, gt=0)
     #: dead-letter after this many attempts, or when the event is older than max_age_seconds
     max_attempts: int = Field(12, ge=1)

@@ -14,20 +14,56 @@ eventsourcing project warns about for auto-increment feeds). On PostgreSQL the
 state row is locked ``FOR UPDATE SKIP LOCKED``: one relay process fans out a
 destination at a time, the others skip it.
 
+**Routes.** An event with a ``route`` (``events.route``, set from
+``EventDraft.route``: an X12 TA1/999/997 or HL7 ACK for its sender, an 850 for
+its vendor, addressed to the partner's ``return_channel``) goes to the
+destination of that name only, and goes there *whatever its* ``subscribe``
+*list says*: a route is an address, like a direct exchange's binding, and a
+partner's return channel usually subscribes to nothing (``subscribe: []``) so
+that it gets its own ACKs and files and none of the broadcast traffic. No other
+destination sees a routed event, even one subscribed to ``*``. A route that
+names no configured destination (a typo, a partner whose channel was never set
+up) does not vanish: the fan-out records a ``dead`` delivery under that name
+with the reason "no destination named ... is configured", so ``bridge
+destinations status`` and ``GET /v1/destinations`` list the name (type null)
+with its dead letters; once the destination is configured, ``replay`` sends
+them. A route naming a configured but disabled destination waits in that
+destination's fan-out lag, like its subscribed events.
+
 **Claim.** A delivery is due when it is ``pending``, its ``next_attempt_at`` has
 come, nobody holds an unexpired lease on it, its destination is not paused, and
 no earlier delivery (lower ``event_seq``) of the same destination and ordering
 key (``aggregate_type:aggregate_id``) is still pending: order per key, while
-different keys flow in parallel and a stuck key blocks only itself. PostgreSQL
-claims with ``FOR UPDATE SKIP LOCKED`` and a lease (``claimed_by``,
-``claimed_until``), so several processes share the work and a dead process's
-claims come back when the lease expires. SQLite serialises claims with
-``BEGIN IMMEDIATE`` (SQLAlchemy ignores ``with_for_update`` there). A claim
-takes up to ``relay.batch_size`` keys' heads and, behind each head, up to
-``relay.run_length - 1`` further due deliveries of that key (holding the head
-keeps every other claimer off the key). They are delivered in ``event_seq``
-order; after a retryable failure the rest of that key's run is released
-untried. A long batch renews its lease halfway through.
+different keys flow in parallel and a stuck key blocks only itself. A claim
+takes up to ``relay.batch_size`` keys' heads, oldest first, and behind each head
+up to ``relay.run_length - 1`` further due deliveries of that key, stopping at
+the first that is not due. Only the heads are leased (``claimed_by``,
+``claimed_until``): holding a key's head keeps every other claimer off the
+whole key (they all see an earlier pending delivery), so a dead process's key
+comes back when its head's lease expires, and a claim writes one row per key,
+not one per event. On PostgreSQL the claim is one statement
+(:data:`_PG_CLAIM`): heads row-locked ``FOR UPDATE SKIP LOCKED`` (several
+processes take disjoint heads), found through the partial index of pending
+rows by ``event_seq`` (the delivered history is never walked) with one index
+probe each for "an earlier pending delivery of this key?", the runs read by a
+LATERAL range scan per head, the lease written, the events returned. SQLite
+serialises claims with ``BEGIN IMMEDIATE`` (SQLAlchemy ignores
+``with_for_update`` there) and claims in three plain statements.
+
+**Delivery.** Each destination gets its share of a batch in one
+``deliver_many`` call (``amqp`` pipelines the batch and collects the publisher
+confirms; ``http`` posts several keys at once, each key in order). After a
+retryable failure of a key, the rest of that key's claims are released, also
+those a pipelining destination already sent: they go again after the failed
+one, duplicates with the same event id. A background timer renews the lease
+every half lease while a batch is out.
+
+**Wake-ups.** ``relay.poll_seconds`` is only the fallback. A transaction of
+this process that inserted events wakes the fan-out when it commits (an engine
+``commit`` hook); on PostgreSQL, a trigger on ``events`` (migration 0004)
+sends ``NOTIFY bridge_outbox`` at commit and every relay process listens, and
+the fan-out notifies the workers of every process when it inserts deliveries.
+A worker that got a batch claims again at once.
 
 **Retry schedule.** Stored in the row (``attempts``, ``next_attempt_at``,
 ``last_error``), so a restart resumes it. Waits are exponential with full
@@ -35,7 +71,8 @@ jitter and a cap (tenacity's ``wait_random_exponential``); a ``Retry-After``
 from the far side is a lower bound. A delivery is dead-lettered when the
 destination refuses it for good, after ``relay.max_attempts`` attempts, or once
 it has been pending longer than ``relay.max_age_seconds`` (counted from its
-fan-out or its last replay). Every attempt is a ``delivery_attempts`` row.
+fan-out or its last replay). Every attempt is a ``delivery_attempts`` row; on PostgreSQL a batch's outcomes are
+written by one UPDATE and one INSERT over ``unnest`` arrays, not row by row.
 
 **Operations.** :func:`destination_status`, :func:`pause`, :func:`resume` and
 :func:`replay` serve the CLI and the API; :meth:`Relay.prune` deletes delivered
@@ -47,6 +84,7 @@ event but before recording it causes one redelivery with the same event id.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -54,13 +92,15 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, select, update
+import psycopg
+from sqlalchemy import bindparam, delete, event, exists, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from tenacity import RetryCallState, wait_random_exponential
@@ -69,7 +109,7 @@ from bridge.db import Database, utcnow
 from bridge.db.tables import audit_log, deliveries, delivery_attempts, destination_state, events
 from bridge.errors import BridgeError, ConfigError
 from bridge.settings import DestinationConfig, RelayConfig, build_component
-from outbox.destinations.base import Destination, OutboxEvent, Outcome, attempt
+from outbox.destinations.base import Destination, OutboxEvent, Outcome, attempt_many
 
 __all__ = [
     "Claim",
@@ -88,8 +128,91 @@ PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 #: stored response bodies and errors are cut to this many characters
 _TEXT_LIMIT = 2000
 _FANOUT_CHUNK = 5000
+#: an idle worker waits up to this many poll intervals between claims (wake-ups cut it short)
+_IDLE_POLLS = 8
 #: fanned-out rows after which PostgreSQL statistics of ``deliveries`` are refreshed
 _ANALYZE_AFTER = 2000
+
+
+# The PostgreSQL claim (see Relay._claim_pg). ``heads``: due, unleased pending deliveries with no
+# earlier pending delivery of their key, oldest first, row-locked SKIP LOCKED so concurrent
+# claimers take disjoint heads (OFFSET 0 keeps the probe a per-candidate index lookup: pulled
+# up into an anti-join, PostgreSQL plans a nested scan of every pending row whenever the
+# statistics of this fast-growing table are stale). ``runs``: behind each head, the next pending
+# deliveries of its key up to the first one that is not due or is leased (bool_and over the
+# key's order). Only the heads are leased (``leased``): holding a key's head keeps every other
+# claimer off the whole key, so followers need neither a row lock nor a lease of their own, and
+# a claim writes one row version per key instead of one per event.
+_PG_CLAIM = """
+WITH heads AS (
+    SELECT d.id, d.destination, d.ordering_key, d.event_seq
+    FROM deliveries d
+    WHERE d.status = 'pending' AND d.next_attempt_at <= %(now)s
+      AND (d.claimed_until IS NULL OR d.claimed_until < %(now)s)
+      AND d.destination = ANY(ARRAY(SELECT s.name FROM destination_state s
+                                    WHERE s.name = ANY(%(names)s) AND NOT s.paused))
+      AND NOT EXISTS (SELECT 1 FROM deliveries e
+                      WHERE e.destination = d.destination AND e.ordering_key = d.ordering_key
+                        AND e.event_seq < d.event_seq AND e.status = 'pending' OFFSET 0)
+    ORDER BY d.event_seq
+    LIMIT %(limit)s
+    FOR UPDATE OF d SKIP LOCKED
+), runs AS (
+    SELECT f.id FROM heads h CROSS JOIN LATERAL (
+        SELECT r.id, bool_and(r.ok) OVER (ORDER BY r.event_seq) AS all_ok FROM (
+            SELECT e.id, e.event_seq,
+                   e.next_attempt_at <= %(now)s AND (e.claimed_until IS NULL OR e.claimed_until < %(now)s) AS ok
+            FROM deliveries e
+            WHERE e.destination = h.destination AND e.ordering_key = h.ordering_key
+              AND e.status = 'pending' AND e.event_seq > h.event_seq
+            ORDER BY e.event_seq LIMIT %(follow)s
+        ) r
+    ) f WHERE f.all_ok
+), leased AS (
+    UPDATE deliveries d SET claimed_by = %(owner)s, claimed_until = %(until)s
+    FROM heads h WHERE d.id = h.id RETURNING d.id
+)
+SELECT d.id, d.destination, d.ordering_key, d.attempts, d.created_at, ev.seq, ev.id AS event_id, ev.event_type,
+       ev.aggregate_type, ev.aggregate_id, ev.created_at AS ev_at, ev.payload, ev.correlation_id
+FROM deliveries d JOIN events ev ON ev.seq = d.event_seq
+WHERE d.id IN (SELECT id FROM leased UNION ALL SELECT id FROM runs)
+ORDER BY ev.seq
+"""
+
+
+_ATTEMPT_COLS = ("delivery_id", "started_at", "duration_ms", "outcome", "status_code", "error", "response")
+# Relay.record on PostgreSQL: arrays bound in binary (%b), one statement per kind of change
+_PG_RECORD = """
+UPDATE deliveries d SET status = u.status, attempts = u.attempts,
+       next_attempt_at = COALESCE(u.next, d.next_attempt_at), delivered_at = u.done, updated_at = %s,
+       claimed_by = NULL, claimed_until = NULL, last_error = u.error, last_status_code = u.code
+FROM unnest(%b::bigint[], %b::text[], %b::int[], %b::timestamptz[], %b::text[], %b::int[], %b::timestamptz[])
+     AS u(id, status, attempts, next, error, code, done)
+WHERE d.id = u.id AND (d.claimed_by = %s OR d.claimed_by IS NULL)
+"""
+_PG_ATTEMPTS = (f"INSERT INTO delivery_attempts ({', '.join(_ATTEMPT_COLS)}) SELECT * FROM "
+                "unnest(%b::bigint[], %b::timestamptz[], %b::float8[], %b::text[], %b::int[], %b::text[], %b::text[])")
+_PG_RELEASE = ("UPDATE deliveries SET claimed_by = NULL, claimed_until = NULL "
+               "WHERE id = ANY(%b::bigint[]) AND claimed_by = %s")
+
+
+_DELIVERY_COLS = ("event_seq", "destination", "ordering_key", "status", "attempts", "next_attempt_at", "created_at",
+                  "updated_at", "last_error")
+_PG_FANOUT = (f"INSERT INTO deliveries ({', '.join(_DELIVERY_COLS)}) SELECT * FROM unnest(%b::bigint[], %b::text[], "
+              "%b::text[], %b::text[], %b::int[], %b::timestamptz[], %b::timestamptz[], %b::timestamptz[], %b::text[]) "
+              "ON CONFLICT DO NOTHING")
+
+
+def _delivery_row(event: Any, destination: str, now: datetime, status: str = PENDING,
+                  error: str | None = None) -> tuple[Any, ...]:
+    """A ``deliveries`` row (``_DELIVERY_COLS``) of ``event`` for ``destination``."""
+    return (event.seq, destination, f"{event.aggregate_type}:{event.aggregate_id}"[:320], status, 0, now, now, now,
+            error)
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> tuple[list[Any], ...]:
+    """Row tuples as column lists, for ``unnest``."""
+    return tuple(list(c) for c in zip(*rows, strict=True))
 
 
 def subscription_matcher(patterns: Iterable[str]) -> re.Pattern[str]:
@@ -117,6 +240,25 @@ class _Target:
     matcher: re.Pattern[str]
 
 
+#: PostgreSQL notification channel; payload "events <schema>" (trigger of migration 0004) or
+#: "deliveries <schema>" (the fan-out), so relays of other schemas in one database ignore it
+_CHANNEL = "bridge_outbox"
+_WROTE_EVENTS = "bridge.outbox.wrote_events"
+
+
+def _forget_events(conn: Any) -> None:
+    conn.info.pop(_WROTE_EVENTS, None)
+
+
+def _note_events(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+    if statement.startswith("INSERT INTO events "):
+        conn.info[_WROTE_EVENTS] = True
+
+
+def _unroutable(route: str) -> str:
+    return f"no destination named {route!r} is configured (the event's route); configure it, then replay"
+
+
 def _cut(text: str | None) -> str | None:
     return None if text is None else text[:_TEXT_LIMIT]
 
@@ -124,9 +266,9 @@ def _cut(text: str | None) -> str | None:
 class Relay:
     """Fan-out, claim, deliver and record for the configured destinations.
 
-    ``start`` runs one fan-out/prune thread and ``config.workers`` delivery
-    threads (each with its own destination instances); ``stop`` lets them finish
-    the batch in hand. Tests and the CLI may instead drive it step by step with
+    ``start`` runs one fan-out/prune thread, ``config.workers`` delivery threads
+    (each with its own destination instances) and, on PostgreSQL, one LISTEN
+    thread; ``stop`` lets them finish the batch in hand. Tests and the CLI may instead drive it step by step with
     :meth:`fanout`, :meth:`work_once` and :meth:`run_until_idle`.
     """
 
@@ -136,6 +278,8 @@ class Relay:
         self.config = config or RelayConfig()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.targets: dict[str, _Target] = {}
+        #: every destination in the config, enabled or not: a route naming none of them is unroutable
+        self.configured = frozenset(destinations)
         for name, dest in destinations.items():
             if not dest.enabled:
                 continue
@@ -144,6 +288,15 @@ class Relay:
         self._wait = wait_random_exponential(multiplier=self.config.backoff_base_seconds,
                                              max=self.config.backoff_cap_seconds)
         self._stop = threading.Event()
+        #: set when events may be waiting for fan-out; workers wait on _work_due for new deliveries
+        self._fanout_due = threading.Event()
+        self._work_due = threading.Condition()
+        self._work_gen = 0
+        # this relay's own callables (not shared module functions), so event.remove takes out
+        # exactly what this relay added when several relays share one engine
+        self._hooks: tuple[tuple[str, Any], ...] = (
+            ("begin", functools.partial(_forget_events)), ("after_cursor_execute", functools.partial(_note_events)),
+            ("commit", self._commit_seen))
         self._threads: list[threading.Thread] = []
         self._last_prune = 0.0
         self._since_analyze = 0
@@ -158,8 +311,7 @@ class Relay:
         now = utcnow()
         rows = [{"name": n, "fanout_cursor": 0, "paused": False, "updated_at": now} for n in self.targets]
         with self.db.write() as conn:
-            dialect = pg_dialect if self.db.is_postgres else sqlite_dialect
-            conn.execute(dialect.insert(destination_state).values(rows).on_conflict_do_nothing())
+            conn.execute(self._insert_ignore(destination_state).values(rows))
 
     def fanout(self, limit: int = _FANOUT_CHUNK) -> int:
         """Insert deliveries for events past each destination's cursor; returns how many."""
@@ -173,26 +325,40 @@ class Relay:
                 if cursor is None:  # another process holds it, or ensure_state has not run
                     continue
                 rows = conn.execute(
-                    select(events.c.seq, events.c.event_type, events.c.aggregate_type, events.c.aggregate_id)
+                    select(events.c.seq, events.c.event_type, events.c.aggregate_type, events.c.aggregate_id,
+                           events.c.route)
                     .where(events.c.seq > cursor).order_by(events.c.seq).limit(limit)
                 ).all()
                 if not rows:
                     continue
                 now = utcnow()
-                new = [
-                    {"event_seq": r.seq, "destination": target.name,
-                     "ordering_key": f"{r.aggregate_type}:{r.aggregate_id}"[:320], "status": PENDING,
-                     "attempts": 0, "next_attempt_at": now, "created_at": now, "updated_at": now}
-                    for r in rows if target.matcher.match(r.event_type)
-                ]
-                if new:
-                    conn.execute(insert(deliveries), new)
+                new = [_delivery_row(r, target.name, now) for r in rows
+                       if (target.matcher.match(r.event_type) if r.route is None else r.route == target.name)]
+                lost = [_delivery_row(r, r.route, now, DEAD, _unroutable(r.route))
+                        for r in rows if r.route is not None and r.route not in self.configured]
+                if new or lost:
+                    self._insert_deliveries(conn, [*new, *lost])
+                if new and self.db.is_postgres:  # wake the workers of every relay process at commit
+                    conn.exec_driver_sql("SELECT pg_notify(%s, 'deliveries ' || current_schema())", (_CHANNEL,))
                 conn.execute(update(destination_state).where(destination_state.c.name == target.name)
                              .values(fanout_cursor=rows[-1].seq, updated_at=now))
                 total += len(new)
         if total and self.db.is_postgres:
             self._maybe_analyze(total)
         return total
+
+    def _insert_deliveries(self, conn: Any, rows: list[tuple[Any, ...]]) -> None:
+        # ON CONFLICT DO NOTHING: a destination configured after events were addressed to it fans
+        # out history from seq 0 and meets the dead letters its missing name left behind
+        if self.db.is_postgres:
+            conn.exec_driver_sql(_PG_FANOUT, _columns(rows))
+        else:
+            conn.execute(self._insert_ignore(deliveries), [dict(zip(_DELIVERY_COLS, r, strict=True)) for r in rows])
+
+    def _insert_ignore(self, table: Any) -> Any:
+        """INSERT ... ON CONFLICT DO NOTHING on either backend."""
+        dialect = pg_dialect if self.db.is_postgres else sqlite_dialect
+        return dialect.insert(table).on_conflict_do_nothing()
 
     def _maybe_analyze(self, inserted: int) -> None:
         # A queue table that grows by thousands of rows between autovacuum runs leaves the
@@ -217,69 +383,10 @@ class Relay:
         if not wanted:
             return []
         now = utcnow()
-        d = deliveries.alias("d")
-        columns = (d.c.id, d.c.destination, d.c.ordering_key, d.c.attempts, d.c.created_at, events.c.seq,
-                   events.c.id.label("event_id"), events.c.event_type, events.c.aggregate_type, events.c.aggregate_id,
-                   events.c.created_at.label("ev_at"), events.c.payload, events.c.correlation_id)
         with self.db.write() as conn:
-            active = conn.execute(
-                select(destination_state.c.name).where(destination_state.c.name.in_(wanted),
-                                                       destination_state.c.paused.is_(False))
-            ).scalars().all()
-            if not active:
-                return []
-            e = deliveries.alias("e")
-            earlier = (select(e.c.id).where(e.c.destination == d.c.destination, e.c.ordering_key == d.c.ordering_key,
-                                            e.c.event_seq < d.c.event_seq, e.c.status == PENDING)
-                       .correlate(d))
-            if self.db.is_postgres:
-                # OFFSET 0 keeps the probe a per-candidate index lookup (ix_deliveries_pending_key):
-                # pulled up into an anti-join, PostgreSQL plans it as a nested scan of every pending
-                # row whenever the statistics of a fast-growing deliveries table are stale
-                earlier = earlier.offset(0)
-            q = (
-                select(*columns)
-                .join(events, events.c.seq == d.c.event_seq)
-                .where(d.c.destination.in_(active), d.c.status == PENDING, d.c.next_attempt_at <= now,
-                       or_(d.c.claimed_until.is_(None), d.c.claimed_until < now), ~exists(earlier))
-                .order_by(d.c.event_seq)
-                .limit(limit)
-            )
-            if self.db.is_postgres:
-                q = q.with_for_update(skip_locked=True, of=d)
-            rows = list(conn.execute(q).all())
-            if not rows:
-                return []
-            if self.config.run_length > 1:
-                rows += self._runs(conn, rows, columns, now)
-            # the lease runs from now, not from when the (possibly slow) query started
-            until = utcnow() + timedelta(seconds=self.config.lease_seconds)
-            # The UPDATE re-checks "pending and not leased" on the current row version (PostgreSQL
-            # re-evaluates it after waiting for a concurrent writer), so a row another claimer
-            # got first is never taken twice, whatever snapshot the SELECTs above saw.
-            got = set(conn.execute(
-                update(deliveries).where(deliveries.c.id.in_([r.id for r in rows]), deliveries.c.status == PENDING,
-                                         or_(deliveries.c.claimed_until.is_(None), deliveries.c.claimed_until < now))
-                .values(claimed_by=self.owner, claimed_until=until).returning(deliveries.c.id)
-            ).scalars())
+            rows = self._claim_pg(conn, wanted, limit, now) if self.db.is_postgres else \
+                self._claim_sqlite(conn, wanted, limit, now)
         rows.sort(key=lambda r: r.seq)
-        if len(got) < len(rows):
-            # keep order per key: after a row we did not get, the key's later rows are not ours
-            lost: set[tuple[str, str]] = set()
-            kept = []
-            for r in rows:
-                k = (r.destination, r.ordering_key)
-                if r.id not in got or k in lost:
-                    lost.add(k)
-                    continue
-                kept.append(r)
-            dropped = [r.id for r in rows if r.id in got and (r.destination, r.ordering_key) in lost]
-            if dropped:
-                with self.db.write() as conn:
-                    conn.execute(update(deliveries).where(deliveries.c.id.in_(dropped),
-                                                          deliveries.c.claimed_by == self.owner)
-                                 .values(claimed_by=None, claimed_until=None))
-            rows = kept
         return [
             Claim(r.id, r.destination, r.attempts, r.created_at,
                   OutboxEvent(seq=r.seq, id=r.event_id, type=r.event_type, aggregate_type=r.aggregate_type,
@@ -287,6 +394,52 @@ class Relay:
                               correlation_id=r.correlation_id))
             for r in rows
         ]
+
+    def _claim_pg(self, conn: Any, wanted: list[str], limit: int, now: datetime) -> list[Any]:
+        """One statement, one round trip: heads (row-locked, SKIP LOCKED), their runs, the lease.
+
+        The head scan walks ``ix_deliveries_pending_seq`` (pending rows only, in ``event_seq``
+        order), so delivered history costs nothing; each candidate's "no earlier pending delivery
+        of its key" probe is one lookup in ``ix_deliveries_pending_key``. A run is read per head
+        with a LATERAL index range scan of the same index instead of a window over every pending
+        row of the claimed keys.
+        """
+        until = utcnow() + timedelta(seconds=self.config.lease_seconds)
+        return list(conn.exec_driver_sql(_PG_CLAIM, {
+            "names": wanted, "now": now, "limit": limit, "follow": max(0, self.config.run_length - 1),
+            "owner": self.owner, "until": until}).all())
+
+    def _claim_sqlite(self, conn: Any, wanted: list[str], limit: int, now: datetime) -> list[Any]:
+        """SQLite: ``BEGIN IMMEDIATE`` makes this the only claimer, so select-then-update is exact."""
+        d = deliveries.alias("d")
+        columns = (d.c.id, d.c.destination, d.c.ordering_key, d.c.attempts, d.c.created_at, events.c.seq,
+                   events.c.id.label("event_id"), events.c.event_type, events.c.aggregate_type, events.c.aggregate_id,
+                   events.c.created_at.label("ev_at"), events.c.payload, events.c.correlation_id)
+        active = conn.execute(
+            select(destination_state.c.name).where(destination_state.c.name.in_(wanted),
+                                                   destination_state.c.paused.is_(False))
+        ).scalars().all()
+        if not active:
+            return []
+        e = deliveries.alias("e")
+        earlier = (select(e.c.id).where(e.c.destination == d.c.destination, e.c.ordering_key == d.c.ordering_key,
+                                        e.c.event_seq < d.c.event_seq, e.c.status == PENDING)
+                   .correlate(d))
+        q = (
+            select(*columns)
+            .join(events, events.c.seq == d.c.event_seq)
+            .where(d.c.destination.in_(active), d.c.status == PENDING, d.c.next_attempt_at <= now,
+                   or_(d.c.claimed_until.is_(None), d.c.claimed_until < now), ~exists(earlier))
+            .order_by(d.c.event_seq)
+            .limit(limit)
+        )
+        heads = list(conn.execute(q).all())
+        if not heads:
+            return []
+        until = utcnow() + timedelta(seconds=self.config.lease_seconds)
+        conn.execute(update(deliveries).where(deliveries.c.id.in_([r.id for r in heads]))
+                     .values(claimed_by=self.owner, claimed_until=until))
+        return heads + self._runs(conn, heads, columns, now) if self.config.run_length > 1 else heads
 
     def _runs(self, conn: Any, heads: list[Any], columns: Sequence[Any], now: datetime) -> list[Any]:
         """The due deliveries right behind each claimed head, in key order, stopping at the first
@@ -327,31 +480,51 @@ class Relay:
         return float(self._wait(state))
 
     def deliver(self, claims: Sequence[Claim], instances: Mapping[str, Destination]) -> list[Outcome | None]:
-        """Deliver claimed events in ``event_seq`` order and record the outcomes.
+        """Deliver claimed events and record the outcomes: each destination gets its share of the
+        batch in one ``deliver_many`` call (in ``event_seq`` order).
 
-        Once an event of a key fails and will be retried, the rest of that key's claims in
-        this batch are released untried (``None``): order per key outlives the batch.
+        Once an event of a key fails and will be retried, the rest of that key's claims in this
+        batch are released (``None``), even those a pipelining destination already sent: order
+        per key outlives the batch, and they go again after the failed one (same event id).
         """
-        blocked: set[tuple[str, str]] = set()
-        outcomes: list[Outcome | None] = []
-        lease = self.config.lease_seconds
-        renew_at = time.monotonic() + lease / 2
+        outcomes: list[Outcome | None] = [None] * len(claims)
+        share: dict[str, list[int]] = {}
         for i, c in enumerate(claims):
-            if time.monotonic() >= renew_at:
-                # a slow far side (timeouts on every head) must not let our lease lapse mid-batch,
-                # or another relay would deliver the same events again
-                self._renew([x.delivery_id for x in claims[i:]])
-                renew_at = time.monotonic() + lease / 2
-            k = (c.destination, c.event.ordering_key)
-            if k in blocked:
-                outcomes.append(None)
-                continue
-            o = attempt(instances[c.destination], c.event)
-            if not o.delivered and not self._will_die(c, o):
-                blocked.add(k)
-            outcomes.append(o)
+            share.setdefault(c.destination, []).append(i)
+        with self._lease_kept([c.delivery_id for c in claims]):
+            for name, idx in share.items():
+                results = attempt_many(instances[name], [claims[i].event for i in idx])
+                blocked: set[str] = set()
+                for i, o in zip(idx, results, strict=True):
+                    key = claims[i].event.ordering_key
+                    if key in blocked:
+                        continue
+                    if o is None or (not o.delivered and not self._will_die(claims[i], o)):
+                        blocked.add(key)
+                    outcomes[i] = o
         self.record(claims, outcomes)
         return outcomes
+
+    @contextmanager
+    def _lease_kept(self, ids: list[int]) -> Iterator[None]:
+        """Renew the lease every half lease while a batch is out: a slow far side (timeouts on
+        every head) must not let it lapse mid-batch, or another relay would deliver it again."""
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(self.config.lease_seconds / 2):
+                try:
+                    self._renew(ids)
+                except Exception:  # noqa: BLE001 - the next renewal or the lease expiry covers it
+                    log.exception("lease renewal failed")
+
+        t = threading.Thread(target=renew, name="relay-lease", daemon=True)
+        t.start()
+        try:
+            yield
+        finally:
+            done.set()
+            t.join()
 
     def _renew(self, ids: list[int]) -> None:
         until = utcnow() + timedelta(seconds=self.config.lease_seconds)
@@ -377,62 +550,68 @@ class Relay:
         """Store each attempt and move each delivery to delivered, dead or its next retry;
         a ``None`` outcome releases the claim untried."""
         now = utcnow()
-        attempt_rows: list[dict[str, Any]] = []
-        done: list[dict[str, Any]] = []
-        retry: list[dict[str, Any]] = []
+        attempt_rows: list[tuple[Any, ...]] = []
+        moved: list[tuple[Any, ...]] = []
         released: list[int] = []
         for c, o in zip(claims, outcomes, strict=True):
             if o is None:
                 released.append(c.delivery_id)
                 continue
             attempts = c.attempts + 1
-            outcome = "delivered"
-            if o.delivered:
-                done.append({"b_id": c.delivery_id, "b_code": o.status_code})
-            else:
+            status, when, error, outcome = DELIVERED, None, None, "delivered"
+            if not o.delivered:
                 dead_reason = self._will_die(c, o, now)
                 error = o.error or "delivery failed"
                 if dead_reason is not None:
-                    outcome = "dead"
-                    status, when = DEAD, now
+                    outcome, status, when = "dead", DEAD, now
                     if not o.permanent:
                         error = f"{error} ({dead_reason})"
                 else:
-                    outcome = "retry"
+                    outcome, status = "retry", PENDING
                     wait = self.backoff(attempts)
                     if o.retry_after is not None:
                         wait = max(wait, o.retry_after)
-                    status, when = PENDING, now + timedelta(seconds=wait)
-                retry.append({"b_id": c.delivery_id, "b_attempts": attempts, "b_status": status, "b_next": when,
-                              "b_error": _cut(error), "b_code": o.status_code})
-            attempt_rows.append({"delivery_id": c.delivery_id, "started_at": now - timedelta(milliseconds=o.duration_ms),
-                                 "duration_ms": o.duration_ms, "outcome": outcome, "status_code": o.status_code,
-                                 "error": _cut(o.error), "response": _cut(o.response)})
-        mine = and_(deliveries.c.id == bindparam("b_id"),
-                    or_(deliveries.c.claimed_by == self.owner, deliveries.c.claimed_by.is_(None)))
+                    when = now + timedelta(seconds=wait)
+            # attempts is exact: the claim (our lease) kept everyone else off these rows
+            moved.append((c.delivery_id, status, attempts, when, _cut(error), o.status_code,
+                          now if status == DELIVERED else None))
+            attempt_rows.append((c.delivery_id, now - timedelta(milliseconds=o.duration_ms), o.duration_ms, outcome,
+                                 o.status_code, _cut(o.error), _cut(o.response)))
         with self.db.write() as conn:
-            # the common case in one statement per status code rather than one per row;
-            # attempts + 1 is exact because the claim (our lease) kept everyone else off these rows
-            by_code: dict[int | None, list[int]] = {}
-            for row in done:
-                by_code.setdefault(row["b_code"], []).append(row["b_id"])
-            for code, ids in by_code.items():
-                conn.execute(update(deliveries).where(
-                    deliveries.c.id.in_(ids),
-                    or_(deliveries.c.claimed_by == self.owner, deliveries.c.claimed_by.is_(None))).values(
-                    status=DELIVERED, attempts=deliveries.c.attempts + 1, delivered_at=now, updated_at=now,
-                    claimed_by=None, claimed_until=None, last_error=None, last_status_code=code))
-            if retry:
-                conn.execute(update(deliveries).where(mine).values(
-                    status=bindparam("b_status"), attempts=bindparam("b_attempts"), next_attempt_at=bindparam("b_next"),
-                    updated_at=now, claimed_by=None, claimed_until=None, last_error=bindparam("b_error"),
-                    last_status_code=bindparam("b_code")), retry)
-            if attempt_rows:
-                conn.execute(insert(delivery_attempts), attempt_rows)
-            if released:
-                conn.execute(update(deliveries).where(deliveries.c.id.in_(released),
-                                                      deliveries.c.claimed_by == self.owner)
-                             .values(claimed_by=None, claimed_until=None))
+            if self.db.is_postgres:
+                self._record_pg(conn, moved, attempt_rows, released, now)
+            else:
+                self._record_sqlite(conn, moved, attempt_rows, released, now)
+
+    def _record_pg(self, conn: Any, moved: list[tuple[Any, ...]], attempt_rows: list[tuple[Any, ...]],
+                   released: list[int], now: datetime) -> None:
+        # one statement each over unnest(arrays): per-row executemany cost more than the updates
+        if moved:
+            conn.exec_driver_sql(_PG_RECORD, (now, *_columns(moved), self.owner))
+        if attempt_rows:
+            conn.exec_driver_sql(_PG_ATTEMPTS, _columns(attempt_rows))
+        if released:
+            conn.exec_driver_sql(_PG_RELEASE, (released, self.owner))
+
+    def _record_sqlite(self, conn: Any, moved: list[tuple[Any, ...]], attempt_rows: list[tuple[Any, ...]],
+                       released: list[int], now: datetime) -> None:
+        if moved:
+            conn.execute(update(deliveries).where(
+                deliveries.c.id == bindparam("b_id"),
+                or_(deliveries.c.claimed_by == self.owner, deliveries.c.claimed_by.is_(None))).values(
+                status=bindparam("b_status"), attempts=bindparam("b_attempts"),
+                next_attempt_at=func.coalesce(bindparam("b_next", type_=deliveries.c.next_attempt_at.type),
+                                              deliveries.c.next_attempt_at),
+                delivered_at=bindparam("b_done", type_=deliveries.c.delivered_at.type), updated_at=now,
+                claimed_by=None, claimed_until=None, last_error=bindparam("b_error"),
+                last_status_code=bindparam("b_code")),
+                [dict(zip(("b_id", "b_status", "b_attempts", "b_next", "b_error", "b_code", "b_done"), m, strict=True))
+                 for m in moved])
+        if attempt_rows:
+            conn.execute(insert(delivery_attempts), [dict(zip(_ATTEMPT_COLS, a, strict=True)) for a in attempt_rows])
+        if released:
+            conn.execute(update(deliveries).where(deliveries.c.id.in_(released), deliveries.c.claimed_by == self.owner)
+                         .values(claimed_by=None, claimed_until=None))
 
     def open_instances(self) -> dict[str, Destination]:
         """One destination instance per configured destination, for one worker thread."""
@@ -486,24 +665,80 @@ class Relay:
     def start(self) -> None:
         self.ensure_state()
         self._stop.clear()
+        self._watch_commits(True)
         self._threads = [threading.Thread(target=self._fanout_loop, name="relay-fanout", daemon=True)]
         self._threads += [threading.Thread(target=self._work_loop, name=f"relay-{i}", daemon=True)
                           for i in range(self.config.workers)]
+        if self.db.is_postgres:
+            self._threads.append(threading.Thread(target=self._listen_loop, name="relay-listen", daemon=True))
         for t in self._threads:
             t.start()
         log.info("relay started", extra={"destinations": sorted(self.targets), "workers": self.config.workers})
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        self._fanout_due.set()
+        self._wake_workers(everyone=True)
         for t in self._threads:
             t.join(timeout)
         self._threads = []
+        self._watch_commits(False)
         log.info("relay stopped")
+
+    # -- wake-ups -------------------------------------------------------------
+
+    def _watch_commits(self, on: bool) -> None:
+        """Wake the fan-out when a transaction of this process that inserted events commits."""
+        for name, hook in self._hooks:
+            if on and not event.contains(self.db.engine, name, hook):
+                event.listen(self.db.engine, name, hook)
+            elif not on and event.contains(self.db.engine, name, hook):
+                event.remove(self.db.engine, name, hook)
+
+    def _commit_seen(self, conn: Any) -> None:
+        if conn.info.get(_WROTE_EVENTS):
+            self._fanout_due.set()
+
+    def _wake_workers(self, everyone: bool = False) -> None:
+        """Wake one idle worker (it wakes the next once its claim found work), or all of them:
+        waking every worker of every process for each fan-out made them race for one batch."""
+        with self._work_due:
+            self._work_gen += 1
+            if everyone:
+                self._work_due.notify_all()
+            else:
+                self._work_due.notify()
+
+    def _listen_loop(self) -> None:
+        """PostgreSQL LISTEN: events committed by any process wake the fan-out, deliveries fanned
+        out by any relay process wake the workers (see migration 0004's trigger)."""
+        url = self.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    schema = conn.execute("SELECT current_schema()").fetchone()
+                    conn.execute(f"LISTEN {_CHANNEL}")
+                    ours = {f"events {schema[0] if schema else ''}": self._fanout_due.set,
+                            f"deliveries {schema[0] if schema else ''}": self._wake_workers}
+                    self._fanout_due.set()  # catch up on what committed while nobody listened
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=0.5):
+                            wake = ours.get(note.payload)
+                            if wake is not None:
+                                wake()
+            except psycopg.Error as exc:
+                log.warning("relay LISTEN connection failed; polling meanwhile", extra={"error": str(exc)})
+                self._stop.wait(max(1.0, self.config.poll_seconds))
+
+    # -- loops ----------------------------------------------------------------
 
     def _fanout_loop(self) -> None:
         while not self._stop.is_set():
+            self._fanout_due.clear()
             try:
                 n = self.fanout()
+                if n:
+                    self._wake_workers()
                 if time.monotonic() - self._last_prune >= self.config.prune_interval_seconds:
                     self._last_prune = time.monotonic()
                     pruned = self.prune()
@@ -516,12 +751,14 @@ class Relay:
                 log.exception("fan-out crashed")
                 n = 0
             if n < _FANOUT_CHUNK // 2:
-                self._stop.wait(self.config.poll_seconds)
+                self._fanout_due.wait(self.config.poll_seconds)
 
     def _work_loop(self) -> None:
         instances = self.open_instances()
+        idle = 0  # empty claims in a row
         try:
             while not self._stop.is_set():
+                seen = self._work_gen
                 try:
                     n = self.work_once(instances)
                 except BridgeError as exc:
@@ -531,8 +768,17 @@ class Relay:
                 except Exception:  # noqa: BLE001 - the worker loop must never die
                     log.exception("delivery batch crashed; its claims return when the lease expires")
                     n = 0
-                if n == 0:
-                    self._stop.wait(self.config.poll_seconds)
+                if n:
+                    idle = 0
+                    self._wake_workers()  # there may be more: bring in a colleague
+                    continue
+                # New deliveries wake us; what polling still finds is time-driven (a retry come
+                # due, a dead relay's lease expired), so an idle worker polls ever less often, up
+                # to _IDLE_POLLS intervals: an empty claim scans every pending row held by others.
+                idle = min(idle + 1, _IDLE_POLLS)
+                with self._work_due:
+                    if self._work_gen == seen and not self._stop.is_set():
+                        self._work_due.wait(self.config.poll_seconds * idle)
         finally:
             for inst in instances.values():
                 try:

@@ -189,6 +189,9 @@ events = Table(
     Column("payload", Text, nullable=False),
     Column("correlation_id", String(64), nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
+    # the one destination this event goes to (an ACK's or outbound file's return channel);
+    # NULL: every destination subscribed to its type (migration 0004, ``outbox.relay``)
+    Column("route", String(64), nullable=True),
     Index("ix_events_type_seq", "event_type", "seq"),
     Index("ix_events_aggregate", "aggregate_type", "aggregate_id", "seq"),
 )
@@ -225,6 +228,9 @@ deliveries = Table(
     Index("ix_deliveries_key", "destination", "ordering_key", "event_seq"),
     # the claim's "earlier pending delivery of this key?" probe (migration 0003)
     Index("ix_deliveries_pending_key", "destination", "ordering_key", "event_seq",
+          sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'")),
+    # the claim's head scan: pending rows in event order, without the delivered history (migration 0004)
+    Index("ix_deliveries_pending_seq", "event_seq",
           sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'")),
 )
 

@@ -7,7 +7,8 @@ block of ``bridge.yaml`` (minus ``type``, ``subscribe``, ``enabled``) is validat
 against it.
 
 The relay owns everything else: claiming, ordering per key, the retry schedule,
-dead letters and the attempt log. A destination only delivers one event:
+dead letters and the attempt log. A destination only delivers events. One event,
+in :meth:`Destination.deliver`:
 
 - return normally (optionally a :class:`Receipt`) when the far side accepted it;
 - raise :class:`~bridge.errors.RetryableDelivery` when it may accept it later
@@ -17,6 +18,18 @@ dead letters and the attempt log. A destination only delivers one event:
   event that cannot be rendered): the event is dead-lettered at once.
 
 Any other exception is treated as retryable and logged without the payload.
+
+A batch, in :meth:`Destination.deliver_many`: the relay hands over a claimed
+batch in ``event_seq`` order and expects one :class:`Outcome` per event, in the
+same order, or ``None`` for an event not attempted (it is released and comes
+back in a later claim). The default delivers one by one through ``deliver``
+and, after a retryable failure, attempts nothing more of that ordering key, so
+order per key holds. Override it to pipeline (``amqp`` publishes the whole batch,
+then collects the publisher confirms) or to work on different keys at once
+(``http``); keep each key's events in order. If an earlier event of a key fails
+while a later one of the same key was already sent (pipelining), the relay
+treats the later one as not delivered and sends it again after the earlier one:
+a duplicate with the same event id, within the at-least-once contract.
 
 Threading: the relay builds **one instance per worker thread** and never shares
 it, so a destination may hold a connection (an SFTP session, an AMQP channel)
@@ -30,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -39,7 +53,7 @@ from pydantic import BaseModel, ConfigDict
 
 from bridge.errors import DeliveryError, PermanentDelivery
 
-__all__ = ["Destination", "DestinationConfig", "OutboxEvent", "Outcome", "Receipt", "attempt"]
+__all__ = ["Destination", "DestinationConfig", "OutboxEvent", "Outcome", "Receipt", "attempt", "attempt_many"]
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +142,38 @@ class Destination:
     def deliver(self, event: OutboxEvent) -> Receipt | None:
         raise NotImplementedError
 
+    def deliver_many(self, events: Sequence[OutboxEvent]) -> list[Outcome | None]:
+        """One outcome per event, in order (None: not attempted); one by one by default, and
+        nothing more of a key after a retryable failure of it."""
+        blocked: set[str] = set()
+        out: list[Outcome | None] = []
+        for event in events:
+            if event.ordering_key in blocked:
+                out.append(None)
+                continue
+            o = attempt(self, event)
+            if not o.delivered and not o.permanent:
+                blocked.add(event.ordering_key)
+            out.append(o)
+        return out
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; must not raise."""
+
+
+def attempt_many(destination: Destination, events: Sequence[OutboxEvent]) -> list[Outcome | None]:
+    """``destination.deliver_many(events)``, never raising: a destination bug fails the batch retryably."""
+    started = time.perf_counter()
+    try:
+        out = destination.deliver_many(events)
+        if len(out) != len(events):
+            raise RuntimeError(f"deliver_many returned {len(out)} outcomes for {len(events)} events")
+        return out
+    except Exception as exc:  # noqa: BLE001 - a destination bug must not kill the worker
+        log.exception("destination raised unexpectedly", extra={"destination": destination.name})
+        ms = (time.perf_counter() - started) * 1000
+        return [Outcome(delivered=False, duration_ms=ms, error=f"{type(exc).__name__} in destination {destination.name!r}")
+                for _ in events]
 
 
 def attempt(destination: Destination, event: OutboxEvent) -> Outcome:

@@ -16,6 +16,12 @@ Outcomes (RFC 9110): 2xx is delivered; 408, 429 and 5xx are retried, honouring
 ``Retry-After`` (delta-seconds or an HTTP-date, RFC 9110 section 10.2.3);
 any other status is refused for good and dead-lettered with the response body
 stored. Timeouts and connection failures are retried.
+
+A batch (``deliver_many``) is split by ordering key and up to ``concurrency``
+keys are posted at once (a thread pool over one shared ``httpx.Client``, which
+is thread-safe and keeps the connections alive); each key's events go one after
+the other, and after a retryable failure nothing more of that key is sent. A
+webhook that must see events strictly one at a time sets ``concurrency: 1``.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import hashlib
 import hmac
 import os
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
 
 import httpx
@@ -31,7 +39,7 @@ from pydantic import Field, field_validator
 
 from bridge.db import utcnow
 from bridge.errors import ConfigError, PermanentDelivery, RetryableDelivery
-from outbox.destinations.base import Destination, DestinationConfig, OutboxEvent, Receipt
+from outbox.destinations.base import Destination, DestinationConfig, OutboxEvent, Outcome, Receipt
 
 __all__ = ["HttpDestination", "HttpDestinationConfig", "sign"]
 
@@ -73,6 +81,8 @@ class HttpDestinationConfig(DestinationConfig):
     #: extra static headers (an API gateway key from the environment belongs in a proxy, not here)
     headers: dict[str, str] = Field(default_factory=dict)
     verify_tls: bool = True
+    #: ordering keys posted at once within a batch (each key's events stay in order)
+    concurrency: int = Field(8, ge=1, le=64)
 
     @field_validator("url")
     @classmethod
@@ -98,12 +108,33 @@ class HttpDestination(Destination):
                                   f"environment variable {config.secret_env} is not set")
             self._secret = secret.encode()
         self._client: httpx.Client | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def open(self) -> None:
         if self._client is None:
             timeout = httpx.Timeout(self.config.timeout_seconds, connect=self.config.connect_timeout_seconds)
+            limits = httpx.Limits(max_keepalive_connections=max(20, self.config.concurrency))
             self._client = httpx.Client(timeout=timeout, verify=self.config.verify_tls, follow_redirects=False,
-                                        headers=self.config.headers)
+                                        headers=self.config.headers, limits=limits)
+
+    def deliver_many(self, events: Sequence[OutboxEvent]) -> list[Outcome | None]:
+        keys: dict[str, list[int]] = {}
+        for i, event in enumerate(events):
+            keys.setdefault(event.ordering_key, []).append(i)
+        if self.config.concurrency == 1 or len(keys) == 1:
+            return super().deliver_many(events)
+        self.open()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.config.concurrency, thread_name_prefix=f"http-{self.name}")
+        out: list[Outcome | None] = [None] * len(events)
+
+        def one_key(idx: list[int]) -> None:
+            for i, o in zip(idx, super(HttpDestination, self).deliver_many([events[i] for i in idx]), strict=True):
+                out[i] = o
+
+        for _ in self._pool.map(one_key, keys.values()):
+            pass
+        return out
 
     def deliver(self, event: OutboxEvent) -> Receipt:
         event.document()  # a payload that is not a JSON object is a poison event: dead-letter it
@@ -132,6 +163,9 @@ class HttpDestination(Destination):
         raise PermanentDelivery(f"{self.name}: HTTP {code} refused the event", status_code=code, response=text)
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         if self._client is not None:
             try:
                 self._client.close()

@@ -89,6 +89,8 @@ def test_killed_relay_claims_are_delivered_after_the_lease(pg_db: Database, rece
         os.kill(child.pid, signal.SIGKILL)
         child.wait(10)
         child.stdout.close()
+    # what the dead relay had sent (it posts several keys of a batch at once), recorded or not
+    sent_by_dead = {rec.event_id for rec in receiver.requests[path]}
     assert child.returncode == -signal.SIGKILL
     try:
         survivor = make_relay(pg_db, dests, lease_seconds=30)
@@ -101,5 +103,4 @@ def test_killed_relay_claims_are_delivered_after_the_lease(pg_db: Database, rece
     got = [r.event_id for r in receiver.accepted[path]]
     assert set(got) == set(ids)
     dupes = {i for i in got if got.count(i) > 1}
-    in_flight = {rec.event_id for rec in receiver.requests[path][:2]}
-    assert dupes <= in_flight  # at-least-once: only what the dead relay had sent may repeat
+    assert dupes <= sent_by_dead  # at-least-once: only what the dead relay had sent may repeat

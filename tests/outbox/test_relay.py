@@ -78,7 +78,8 @@ def test_poison_event_is_dead_lettered_and_the_rest_flow(db: Database, receiver:
 def test_replay_dead_and_delivered_by_filter(db: Database, receiver: Receiver) -> None:
     url, path = receiver.route(lambda n: Reply(400) if n < 2 else Reply())
     ids = add_events(db, [("po.created", "P1", {}), ("po.shipped", "P2", {}), ("po.created", "P3", {})])
-    relay = make_relay(db, {"erp": {"type": "http", "url": url}})
+    # one request at a time, so the first two requests (refused) are P1's and P2's
+    relay = make_relay(db, {"erp": {"type": "http", "url": url, "concurrency": 1}})
     relay.run_until_idle()
     assert [r.status for r in delivery_rows(db, "erp")] == ["dead", "dead", "delivered"]
     assert replay(db, "erp", event_type="po.nothing") == 0
