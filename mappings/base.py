@@ -11,12 +11,13 @@ database itself: ``MappingContext`` gives it the crosswalks.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy import Connection
 
 from bridge.errors import Position
 from mappings.canonical import CanonicalRecord
@@ -41,12 +42,20 @@ class EventDraft:
 
     ``payload`` is JSON-serialisable; a file to deliver goes in ``payload["content"]``
     (text) with ``payload["filename"]``. ``aggregate_id`` orders delivery.
+    ``route`` names the one destination the event goes to (an ACK's or an outbound
+    file's return channel), whatever the subscriptions; None fans it out to every
+    destination subscribed to ``event_type`` (see ``outbox.relay``).
     """
 
     event_type: str
     aggregate_type: str
     aggregate_id: str
     payload: dict[str, Any]
+    route: str | None = None
+    #: what only the commit transaction may decide (an X12 ack's control numbers): called
+    #: with its connection right before the event is written, it may fill in ``payload``;
+    #: a number allocated there is spent only if the event commits. Must be re-runnable.
+    prepare: Callable[[Connection], None] | None = None
 
 
 Output = CanonicalRecord | EventDraft
@@ -81,6 +90,15 @@ class Mapping(ABC):
 
     def skipped(self, message: Message, ctx: MappingContext) -> None:  # noqa: B027 - optional hook
         """Called for a message not re-run (committed before); mappings that count keep count here."""
+
+    def answer_duplicate(self, message: Message, ctx: MappingContext) -> Sequence[EventDraft]:
+        """What to send back if ``message`` (already mapped) proves a resend of a committed one.
+
+        The pipeline knows only in the commit transaction whether a message's (sender,
+        control id) was seen before; then it writes these events instead of the message's
+        outputs (an X12 interchange: a TA1 with note code 025). Default: nothing.
+        """
+        return ()
 
     def finish(self, ctx: MappingContext) -> Sequence[EventDraft]:
         """Called once after the last message of a file (acknowledgments per file go here)."""

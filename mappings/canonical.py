@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
-from typing import ClassVar
+from typing import Any, ClassVar, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -54,6 +54,29 @@ class CanonicalRecord(BaseModel):
     event_prefix: ClassVar[str]
     aggregate_type: ClassVar[str]
     phi_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def trusted(cls, **values: Any) -> Self:
+        """A record built without validation, from values its caller has already typed and checked.
+
+        For a mapping's hot path (DFT^P03 builds one Charge per FT1): about a
+        quarter of what validation costs, and cheaper than ``model_construct``,
+        which fills defaults and resolves aliases. Every field must be given,
+        each with its field's type (aware UTC datetimes, ``Decimal``s, ``str``):
+        the caller guarantees it; a missing or unknown field is a TypeError.
+        """
+        fields = cls.__pydantic_fields__
+        if values.keys() != fields.keys():
+            raise TypeError(f"{cls.__name__}.trusted needs exactly its fields: "
+                            f"missing {sorted(fields.keys() - values.keys())}, "
+                            f"unknown {sorted(values.keys() - fields.keys())}")
+        record = cls.__new__(cls)
+        # what model_construct sets, without its per-field loop
+        object.__setattr__(record, "__dict__", values)
+        object.__setattr__(record, "__pydantic_fields_set__", set(values))
+        object.__setattr__(record, "__pydantic_extra__", None)
+        object.__setattr__(record, "__pydantic_private__", None)
+        return record
 
     def natural_key(self) -> str:
         raise NotImplementedError

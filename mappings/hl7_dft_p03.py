@@ -36,8 +36,17 @@ from mappings.base import Mapping, MappingConfig, MappingContext, Output
 from mappings.canonical import Charge
 from mappings.hl7_common import hl7_datetime, hl7_decimal, hl7_message, mrn, value_near
 from parsers.base import Message
+from parsers.hl7 import parse_ref
 
 __all__ = ["DftP03Mapping", "DftP03MappingConfig"]
+
+#: the FT1 positions read, in one :meth:`~parsers.hl7.Segment.values` call per FT1:
+#: set id, transaction id, transaction date, posting date, type, code, description (FT1-7.2, FT1-8),
+#: quantity, extended and unit amount (CP: MO.1), department, performing and ordering provider
+_FT1_REFS: tuple[tuple[int, int, int], ...] = (
+    (1, 1, 1), (2, 1, 1), (4, 1, 1), (5, 1, 1), (6, 1, 1), (7, 1, 1), (7, 2, 1), (8, 1, 1), (10, 1, 1),
+    (11, 1, 1), (12, 1, 1), (13, 1, 1), (20, 1, 1), (21, 1, 1),
+)
 
 
 class DftP03MappingConfig(MappingConfig):
@@ -73,22 +82,25 @@ class DftP03Mapping(Mapping):
         visit = (pv1.value(19) if pv1 else "") or None
         patient = mrn(msg)
         credits = {c.upper() for c in cfg.credit_types}
+        item_sid, _ordinal, item_number, item_comp, item_sub = parse_ref(cfg.item_field)
+        refs = _FT1_REFS + (((item_number, item_comp, item_sub),) if item_sid == "FT1" else ())
         out: list[Output] = []
         for ft1 in ft1s:
+            (set_id, txn_id, txn_date, post_date, ttype, code, desc, name, qty_raw, amount_raw, unit_raw,
+             department, performing, ordering, *item_value) = ft1.values(refs)
             pos = ft1.position()
-            txn_id = ft1.value(2) or f"{control}-{ft1.value(1) or ft1.ordinal}"
-            ttype = ft1.value(6).upper()
+            txn_id = txn_id or f"{control}-{set_id or ft1.ordinal}"
+            ttype = ttype.upper()
             if not ttype:
                 raise MappingError("FT1-6 (transaction type) is empty", ft1.position(6))
-            code = ft1.value(7, 1)
             if not code:
                 raise MappingError("FT1-7 (transaction code) is empty", ft1.position(7))
-            description = ft1.value(7, 2) or ft1.value(8) or None
-            qty = hl7_decimal(ft1.value(10), field="FT1-10", position=pos)
+            description = desc or name or None
+            qty = hl7_decimal(qty_raw, field="FT1-10", position=pos)
             if qty is None:
                 qty = Decimal(1)
-            amount = hl7_decimal(ft1.value(11, 1, 1), field="FT1-11", position=pos)
-            unit_amount = hl7_decimal(ft1.value(12, 1, 1), field="FT1-12", position=pos)
+            amount = hl7_decimal(amount_raw, field="FT1-11", position=pos)
+            unit_amount = hl7_decimal(unit_raw, field="FT1-12", position=pos)
             negative = ttype in credits or qty < 0 or (amount is not None and amount < 0)
             sign = -1 if negative else 1
             qty = sign * abs(qty)
@@ -96,31 +108,31 @@ class DftP03Mapping(Mapping):
                 amount = sign * abs(amount)
             elif unit_amount is not None:
                 amount = qty * abs(unit_amount)
-            department = ft1.value(13, 1) or None
             cost_center = None
             if department:
                 cost_center = ctx.crosswalks.lookup("department", department, position=pos, field="FT1-13")
             elif cfg.require_department:
                 raise MappingError("FT1-13 (department) is empty", ft1.position(13))
-            source_item = value_near(msg, ft1, cfg.item_field) or None
+            source_item = (item_value[0] if item_value else value_near(msg, ft1, cfg.item_field)) or None
             item = None
             if source_item:
                 item = ctx.crosswalks.lookup("item", source_item, position=pos, field=cfg.item_field)
-            out.append(Charge(
+            # every value is typed above (str, Decimal, aware UTC datetime): no second validation
+            out.append(Charge.trusted(
                 transaction_id=txn_id,
                 sender=sender,
                 transaction_type=ttype,
-                transaction_date=hl7_datetime(ft1.value(4, 1), tz=cfg.timezone, field="FT1-4", position=pos),
-                posting_date=hl7_datetime(ft1.value(5), tz=cfg.timezone, field="FT1-5", position=pos),
+                transaction_date=hl7_datetime(txn_date, tz=cfg.timezone, field="FT1-4", position=pos),
+                posting_date=hl7_datetime(post_date, tz=cfg.timezone, field="FT1-5", position=pos),
                 charge_code=code,
                 charge_description=description,
                 quantity=qty,
                 amount=amount,
                 unit_amount=abs(unit_amount) if unit_amount is not None else None,
-                department=department,
+                department=department or None,
                 cost_center=cost_center,
-                performing_provider=ft1.value(20, 1) or None,
-                ordering_provider=ft1.value(21, 1) or None,
+                performing_provider=performing or None,
+                ordering_provider=ordering or None,
                 account_number=account,
                 visit_number=visit,
                 mrn=patient,

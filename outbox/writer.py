@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import time
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +35,7 @@ from mappings.canonical import CanonicalRecord
 __all__ = ["Origin", "WriteResult", "write_events", "write_records"]
 
 _KEY_CHUNK = 500
+_SQLITE_MAX_ROWID = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,9 @@ class WriteResult:
     updated: int = 0
     unchanged: int = 0
     events: int = 0
+    #: inserted + updated records, and events, by the origin's inbound id (a group of files shares one write)
+    records_by_inbound: Counter[int | None] = field(default_factory=Counter)
+    events_by_inbound: Counter[int | None] = field(default_factory=Counter)
 
 
 def _envelope(event_id: str, event_type: str, created_at: str, aggregate_type: str, aggregate_id: str,
@@ -108,6 +114,7 @@ def write_records(
             new_rows.append((rtype, key, data.decode(), digest, 1, origin.inbound_id, origin.message_index,
                              origin.correlation_id, ts, ts))
             new_meta.append((record, origin, data))
+            result.records_by_inbound[origin.inbound_id] += 1
         elif hit[1] != digest:
             changed_rows.append({
                 "b_id": hit[0], "data": data.decode(), "content_hash": digest, "version": hit[2] + 1,
@@ -115,6 +122,7 @@ def write_records(
                 "correlation_id": origin.correlation_id, "updated_at": now,
             })
             changed_meta.append((record, origin, data, hit[0]))
+            result.records_by_inbound[origin.inbound_id] += 1
         else:
             result.unchanged += 1
 
@@ -137,7 +145,11 @@ def write_records(
         for row, (record, origin, data, rid) in zip(changed_rows, changed_meta, strict=True):
             event_rows.append(_record_event(record, origin, data, rid, "updated", row["version"], stamp, ts))
         result.updated = len(changed_rows)
+    result.events_by_inbound.update(result.records_by_inbound)
     for draft, origin in drafts:
+        result.events_by_inbound[origin.inbound_id] += 1
+        if draft.prepare is not None:
+            draft.prepare(conn)
         event_rows.append(_draft_event(draft, origin, stamp, ts))
     if event_rows:
         db.lock_events(conn)
@@ -161,8 +173,8 @@ _RECORD_COLS = ("type", "natural_key", "data", "content_hash", "version", "inbou
                 "correlation_id", "created_at", "updated_at")
 _RECORD_PG_TYPES = ("text", "text", "text", "text", "int", "bigint", "int", "text", "timestamptz", "timestamptz")
 _EVENT_COLS = ("id", "event_type", "aggregate_type", "aggregate_id", "record_id", "inbound_id", "payload",
-               "correlation_id", "created_at")
-_EVENT_PG_TYPES = ("text", "text", "text", "text", "bigint", "bigint", "text", "text", "timestamptz")
+               "correlation_id", "created_at", "route")
+_EVENT_PG_TYPES = ("text", "text", "text", "text", "bigint", "bigint", "text", "text", "timestamptz", "text")
 
 
 def _pg_unnest_insert(table: str, cols: tuple[str, ...], types: tuple[str, ...], returning: str = "") -> str:
@@ -218,9 +230,17 @@ def _insert_records(db: Database, conn: Connection, rows: list[tuple[Any, ...]])
         for rid, rtype, key in conn.exec_driver_sql(_PG_INSERT_RECORDS, tuple(list(c) for c in zip(*rows, strict=True))):
             ids[(rtype, key)] = rid
         return ids
-    # executemany without RETURNING, then one keyed read per chunk: far cheaper than
-    # row-by-row RETURNING on SQLite, and exact
+    # executemany without RETURNING (row-by-row RETURNING costs far more on SQLite). The ids
+    # are then known without reading them back: ``id`` is the rowid, and SQLite gives a new
+    # row the largest rowid plus one while that is below 2**63 - 1 (https://sqlite.org/autoinc.html),
+    # so one statement's rows, inside the write transaction that holds the database's lock,
+    # are numbered consecutively up to last_insert_rowid().
     conn.exec_driver_sql(_SQLITE_INSERT_RECORDS, rows)
+    last = conn.exec_driver_sql("SELECT last_insert_rowid()").scalar_one()
+    if last < _SQLITE_MAX_ROWID:
+        first = last - len(rows) + 1
+        return {(row[0], row[1]): first + i for i, row in enumerate(rows)}
+    # at the rowid ceiling SQLite picks rowids at random: read them back
     by_type: dict[str, list[str]] = {}
     for row in rows:
         by_type.setdefault(row[0], []).append(row[1])
@@ -237,12 +257,19 @@ def _insert_events(db: Database, conn: Connection, rows: list[tuple[Any, ...]]) 
         conn.exec_driver_sql(_SQLITE_INSERT_EVENTS, rows)
 
 
+#: the random bits of event ids: seeded from os.urandom, and reseeded in a forked child so no two
+#: processes share a sequence. One getrandbits instead of an os.urandom system call per event
+#: (9 us of the ~12 us an id cost; ids are unique keys, not secrets).
+_random = random.Random()
+os.register_at_fork(after_in_child=_random.seed)
+
+
 def new_event_id() -> str:
     """A time-ordered UUID (version 7 layout, RFC 9562): unique, and sorted by creation time,
     so the events' unique index grows at its right edge instead of at random pages."""
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64 | 0b10 << 62 | (rand & ((1 << 62) - 1))
+    rand = _random.getrandbits(74)
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (rand >> 62) << 64 | 0b10 << 62 | (rand & ((1 << 62) - 1))
     h = f"{value:032x}"
     # the canonical 8-4-4-4-12 text form, as str(uuid.UUID(int=value)) gives, without the object
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
@@ -258,7 +285,7 @@ def _record_event(record: CanonicalRecord, origin: Origin, data: bytes, record_i
                         {"record_type": record.record_type, "natural_key": record.natural_key(),
                          "record_id": record_id, "version": version})
     return (event_id, event_type, record.aggregate_type, agg_id[:255], record_id, origin.inbound_id, payload,
-            origin.correlation_id, ts)
+            origin.correlation_id, ts, None)
 
 
 def _draft_event(draft: EventDraft, origin: Origin, stamp: _Stamp, ts: Any) -> tuple[Any, ...]:
@@ -266,7 +293,7 @@ def _draft_event(draft: EventDraft, origin: Origin, stamp: _Stamp, ts: Any) -> t
     payload = _envelope(event_id, draft.event_type, stamp.iso, draft.aggregate_type, draft.aggregate_id, "data",
                         draft.payload, origin)
     return (event_id, draft.event_type, draft.aggregate_type, draft.aggregate_id[:255], None, origin.inbound_id,
-            payload, origin.correlation_id, ts)
+            payload, origin.correlation_id, ts, draft.route and draft.route[:64])
 
 
 def write_events(db: Database, conn: Connection, drafts: Sequence[tuple[EventDraft, Origin]]) -> int:

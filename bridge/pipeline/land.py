@@ -16,23 +16,29 @@ metadata here: nothing builds a path from them.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import io
 import logging
 import os
 import tempfile
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from sqlalchemy import exc, insert, select
+from sqlalchemy import Connection, bindparam, exc, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from bridge.db import Database, utcnow
 from bridge.db.tables import inbound_files
 
-__all__ = ["Archive", "Landed", "Lander", "land"]
+__all__ = ["Archive", "Landed", "Lander", "Unit", "land", "land_many"]
 
 log = logging.getLogger(__name__)
 
@@ -46,45 +52,96 @@ class Archive:
         self.root = Path(root)
         self.tmp = self.root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     def path_for(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256[2:4] / sha256
 
     def store(self, src: BinaryIO) -> tuple[str, int]:
         """Copy ``src`` into the archive; return (sha256, size)."""
-        digest = hashlib.sha256()
-        size = 0
         fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="in-")
         try:
             with os.fdopen(fd, "wb") as out:
-                while chunk := src.read(CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
+                sha, size = _copy(src, out)
                 out.flush()
                 os.fsync(out.fileno())
-            sha = digest.hexdigest()
-            final = self.path_for(sha)
-            if final.exists():
-                os.unlink(tmp_name)
-            else:
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp_name, final)
+            self._place(tmp_name, sha)
             return sha, size
         except BaseException:
-            try:
-                os.unlink(tmp_name)
-            except FileNotFoundError:
-                pass
+            _unlink(tmp_name)
             raise
 
     def store_bytes(self, data: bytes) -> tuple[str, int]:
-        import io
-
         return self.store(io.BytesIO(data))
+
+    def store_many(self, units: Sequence[bytes]) -> list[tuple[str, int]]:
+        """Store several small units with ONE durability barrier: (sha256, size) each, in order.
+
+        Each unit is written to its temp file, then all of them are fsynced at
+        once from a few threads (ext4 and XFS fold concurrent fsyncs into one
+        journal commit, so a group costs about one fsync, not one per unit),
+        and only then renamed into place. MLLP group commit lands this way.
+        """
+        if len(units) == 1:
+            return [self.store_bytes(units[0])]
+        written: list[tuple[str, int, int, str]] = []
+        try:
+            for data in units:
+                fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="in-")
+                written.append((hashlib.sha256(data).hexdigest(), len(data), fd, tmp_name))
+                _write_all(fd, data)
+            list(self._fsync_pool().map(os.fsync, [w[2] for w in written]))
+            for sha, _size, fd, tmp_name in written:
+                os.close(fd)
+                self._place(tmp_name, sha)
+            written_out = [(sha, size) for sha, size, _fd, _tmp in written]
+            written = []
+            return written_out
+        finally:
+            for _sha, _size, fd, tmp_name in written:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                _unlink(tmp_name)
+
+    def _fsync_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(8, thread_name_prefix="archive-fsync")
+        return self._pool
+
+    def _place(self, tmp_name: str, sha: str) -> None:
+        final = self.path_for(sha)
+        if final.exists():
+            os.unlink(tmp_name)
+        else:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp_name, final)
 
     def open(self, sha256: str) -> BinaryIO:
         return open(self.path_for(sha256), "rb")
+
+
+def _copy(src: BinaryIO, out: BinaryIO) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := src.read(CHUNK):
+        digest.update(chunk)
+        out.write(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _unlink(name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,19 +176,8 @@ def land(
     exactly as for a new file.
     """
     sha, size = archive.store(src)
-    received_at = received_at or utcnow()
-    correlation_id = correlation_id or uuid.uuid4().hex
-    row = {
-        "channel": channel,
-        "name": name[:1024],
-        "sha256": sha,
-        "size": size,
-        "received_at": received_at,
-        "origin": origin[:1024],
-        "status": "landed",
-        "correlation_id": correlation_id,
-        "parent_id": parent_id,
-    }
+    row = _row(channel, name, sha, size, received_at or utcnow(), origin, correlation_id, parent_id)
+    correlation_id = row["correlation_id"]
     try:
         with db.write() as conn:
             new_id = conn.execute(insert(inbound_files).returning(inbound_files.c.id), row).scalar_one()
@@ -140,17 +186,103 @@ def land(
     except exc.IntegrityError:
         pass
     with db.write() as conn:
-        original = conn.execute(
-            select(inbound_files.c.id).where(
-                inbound_files.c.channel == channel,
-                inbound_files.c.sha256 == sha,
-                inbound_files.c.duplicate_of.is_(None),
-            )
-        ).scalar_one()
+        original = _original(conn, channel, sha)
         row.update(status="duplicate", duplicate_of=original)
         dup_id = conn.execute(insert(inbound_files).returning(inbound_files.c.id), row).scalar_one()
     log.info("duplicate", extra={"channel": channel, "inbound_id": dup_id, "duplicate_of": original})
     return Landed(dup_id, sha, size, original, correlation_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """One small unit (an MLLP message) to land together with others through :func:`land_many`."""
+
+    data: bytes
+    name: str
+    origin: str = ""
+
+
+def land_many(db: Database, archive: Archive, *, channel: str, units: Sequence[Unit]) -> list[Landed]:
+    """Land several units at once: one durability barrier for their bytes, ONE transaction for their rows.
+
+    The duplicate rule is :func:`land`'s: bytes that landed on this channel
+    before (or earlier in the same group) get a ``duplicate`` row pointing at
+    the original. An original inserted concurrently by another process is
+    found through ``ON CONFLICT DO NOTHING`` on the partial unique index, so
+    the group's transaction never aborts on it. Returns one ``Landed`` per
+    unit, in order; nothing is committed if anything fails.
+    """
+    stored = archive.store_many([u.data for u in units])
+    now = utcnow()
+    rows = [_row(channel, unit.name, sha, size, now, unit.origin, None, None)
+            for unit, (sha, size) in zip(units, stored, strict=True)]
+    sql = _group_statements(db.is_postgres)
+    with db.write() as conn:
+        originals: dict[str, int] = {}
+        for sha_, id_ in conn.execute(sql.originals, {"channel": channel,
+                                                      "shas": sorted({r["sha256"] for r in rows})}):
+            originals[sha_] = id_
+        # the first unit with bytes not seen before becomes their original; every other unit a duplicate
+        fresh: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            if row["sha256"] not in originals:
+                fresh.setdefault(row["sha256"], row)
+        new_ids: dict[str, int] = {}
+        if fresh:
+            new_ids = {sha_: id_ for id_, sha_ in conn.execute(sql.insert_originals, list(fresh.values()))}
+            originals.update(new_ids)
+            for sha in fresh.keys() - new_ids.keys():
+                # another process landed these bytes between the select and the insert
+                originals[sha] = _original(conn, channel, sha)
+        dups = [row for row in rows if fresh.get(row["sha256"]) is not row or row["sha256"] not in new_ids]
+        for row in dups:
+            row.update(status="duplicate", duplicate_of=originals[row["sha256"]])
+        dup_ids = iter(conn.execute(sql.insert_duplicates, dups).scalars().all() if dups else ())
+    landed = [Landed(next(dup_ids) if row["status"] == "duplicate" else new_ids[row["sha256"]], row["sha256"],
+                     row["size"], row.get("duplicate_of"), row["correlation_id"]) for row in rows]
+    log.info("landed group", extra={"channel": channel, "units": len(units),
+                                    "duplicates": sum(1 for x in landed if x.duplicate)})
+    return landed
+
+
+class _GroupStatements:
+    """``land_many``'s statements, built once per backend (building one costs more than running it)."""
+
+    def __init__(self, postgres: bool) -> None:
+        f = inbound_files.c
+        self.originals = select(f.sha256, f.id).where(
+            f.channel == bindparam("channel"), f.sha256.in_(bindparam("shas", expanding=True)),
+            f.duplicate_of.is_(None))
+        self.insert_originals = (postgresql.insert if postgres else sqlite.insert)(inbound_files).on_conflict_do_nothing(
+            index_elements=["channel", "sha256"], index_where=f.duplicate_of.is_(None),
+        ).returning(f.id, f.sha256)
+        self.insert_duplicates = insert(inbound_files).returning(f.id, sort_by_parameter_order=True)
+
+
+@functools.cache
+def _group_statements(postgres: bool) -> _GroupStatements:
+    return _GroupStatements(postgres)
+
+
+def _row(channel: str, name: str, sha: str, size: int, received_at: datetime, origin: str,
+         correlation_id: str | None, parent_id: int | None) -> dict[str, Any]:
+    return {
+        "channel": channel,
+        "name": name[:1024],
+        "sha256": sha,
+        "size": size,
+        "received_at": received_at,
+        "origin": origin[:1024],
+        "status": "landed",
+        "correlation_id": correlation_id or uuid.uuid4().hex,
+        "parent_id": parent_id,
+    }
+
+
+def _original(conn: Connection, channel: str, sha: str) -> int:
+    return int(conn.execute(select(inbound_files.c.id).where(
+        inbound_files.c.channel == channel, inbound_files.c.sha256 == sha, inbound_files.c.duplicate_of.is_(None),
+    )).scalar_one())
 
 
 class Lander:

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import orjson
+import pytest
 from sqlalchemy import select
 
 from bridge.db import Database
 from bridge.db.tables import failures, message_keys, records
+from bridge.errors import Position
 from bridge.pipeline.land import Archive, land
 from bridge.pipeline.process import Processor, build_channel
 from bridge.settings import ChannelConfig
+from mappings.base import MappingContext
+from mappings.canonical import Charge
 from mappings.crosswalks import upsert_entries
+from mappings.hl7_dft_p03 import DftP03Mapping
+from parsers.hl7 import HL7Parser
 from tests.hl7.messages import DEPARTMENTS, ITEMS, SAMPLES, batch, dft_p03
 
 EXPECTED = SAMPLES / "expected"
@@ -183,3 +190,30 @@ def test_adt_a04_registers_and_a08_updates(db: Database, archive: Archive) -> No
     ingest(db, archive, proc, a08, "a08.hl7")
     [enc] = rows(db, "encounter").values()
     assert (enc["status"], enc["patient_class"], enc["last_event"]) == ("registered", "I", "A08")
+
+
+class _Crosswalks:
+    def lookup(self, kind: str, code: str, *, position: Position, field: str | None = None) -> str:
+        return {**DEPARTMENTS, **ITEMS}[code]
+
+    def find(self, kind: str, code: str) -> str | None:
+        return None
+
+
+def test_dft_p03_charges_are_what_validation_would_build() -> None:
+    # the mapping builds Charges without a second validation (Charge.trusted): each must be
+    # exactly the Charge that validating its own values gives
+    [env] = HL7Parser().parse(io.BytesIO((SAMPLES / "dft_p03_cr.hl7").read_bytes()), name="in.hl7")
+    ctx = MappingContext(channel="c", file_name="in.hl7", inbound_id=1, received_at=datetime.now(UTC),
+                         crosswalks=_Crosswalks())
+    charges = DftP03Mapping().map(env, ctx)
+    assert len(charges) == 3
+    for charge in charges:
+        assert isinstance(charge, Charge)
+        again = Charge.model_validate(dict(charge))
+        assert again == charge and again.model_dump_json() == charge.model_dump_json()
+
+
+def test_trusted_construction_needs_every_field() -> None:
+    with pytest.raises(TypeError, match=r"missing \['transaction_id'\], unknown \['txn'\]"):
+        Charge.trusted(**{k: None for k in Charge.model_fields if k != "transaction_id"}, txn="1")

@@ -22,7 +22,8 @@ from hl7.client import MLLPClient
 from sqlalchemy import func, select
 
 from bridge.db.tables import failures, inbound_files, records
-from bridge.pipeline.land import land
+from bridge.pipeline.land import Unit, land, land_many
+from bridge.pipeline.process import Processor
 from bridge.runtime import Runtime
 from tests.conftest import drop_pg_schema, make_pg_url
 from tests.helpers import settings_for
@@ -79,6 +80,8 @@ def rt(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
         "dft": channel(idle_timeout=1.0),
         "dft_aa": channel(unknown_type_ack="AA"),
         "dft_tls": channel(tls_cert=str(cert), tls_key=str(key)),
+        # a long gathering wait, so that senders released together are committed as one group
+        "dft_group": channel(group_wait=1.0),
     }, crosswalks=seeds, processing={"workers": 1, "poll_seconds": 3600})
     runtime = Runtime(settings)
     runtime.start()
@@ -266,3 +269,70 @@ def test_tls(rt: Runtime) -> None:
             for i in range(2):
                 s.sendall(SB + dft_p03(f"TLS{i}") + EB + CR)
                 assert msa(recv_frame(s))[:2] == ("AA", f"TLS{i}")
+
+
+# -- group commit ---------------------------------------------------------------------
+
+
+def send_together(rt: Runtime, msgs: dict[str, bytes], name: str = "dft_group") -> dict[str, tuple[str, str]]:
+    """Send each message from its own connection, all released at once; each sender's (MSA-1, MSA-2)."""
+    results: dict[str, tuple[str, str]] = {}
+    barrier = threading.Barrier(len(msgs))
+
+    def send(key: str) -> None:
+        with MLLPClient("127.0.0.1", port(rt, name)) as client:
+            barrier.wait(30)
+            results[key] = msa(client.send_message(msgs[key]))[:2]
+
+    threads = [threading.Thread(target=send, args=(key,)) for key in msgs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_concurrent_senders_in_one_group_get_their_own_acks(rt: Runtime) -> None:
+    src = rt.sources["dft_group"]
+    groups_before = src.status.extra["groups"]
+    msgs = {f"GRP{n}": dft_p03(f"GRP{n}") for n in range(6)}
+    msgs["GRP-AE"] = dft_p03("GRP-AE", department="NOWHERE")
+    msgs["GRP-AR"] = b"MSH|^~\\&|BILLSYS|GENHOSP|BRIDGE|ERP|20261126||DFT^P03|GRP-AR|P|2.5.1\rPID|1||X||TEST\xc9\r"
+    results = send_together(rt, msgs)
+    assert results == {key: ("AE" if key == "GRP-AE" else "AR" if key == "GRP-AR" else "AA", key) for key in msgs}
+    # committed together, not one by one
+    assert src.status.extra["groups"] - groups_before < len(msgs)
+    for n in range(6):
+        assert len(charges(rt, f"GRP{n}")) == 3
+        assert [r.status for r in landed(rt, f"GRP{n}")] == ["processed"]
+    assert charges(rt, "GRP-AE") == [] and [r.status for r in landed(rt, "GRP-AE")] == ["failed"]
+    assert len(landed(rt, "GRP-AR")) == 1
+
+
+def test_same_control_id_twice_in_one_group_charges_once(rt: Runtime) -> None:
+    msgs = {"first": dft_p03("GRPDUP", txn_prefix="first"), "second": dft_p03("GRPDUP", txn_prefix="second"),
+            "other": dft_p03("GRPDUP-OTHER")}
+    results = send_together(rt, msgs)
+    assert results == {"first": ("AA", "GRPDUP"), "second": ("AA", "GRPDUP"), "other": ("AA", "GRPDUP-OTHER")}
+    rows = charges(rt, "GRPDUP")
+    # one of the two won; the other was recorded as a duplicate control id and charged nothing
+    assert len(rows) == 3 and len({r.natural_key.split(":")[1].split("-")[0] for r in rows}) == 1
+    assert len(charges(rt, "GRPDUP-OTHER")) == 3
+
+
+def test_group_resend_after_a_crash_between_landing_and_ack(rt: Runtime) -> None:
+    # a group landed; bridge processed only part of it and died before any ACK went out
+    data = {key: dft_p03(key) for key in ("GRPCRASH-A", "GRPCRASH-B")}
+    first = land_many(rt.db, rt.archive, channel="dft_group",
+                      units=[Unit(msg, f"mllp-{key}.hl7") for key, msg in data.items()])
+    done = Processor(rt.db, rt.archive, rt.channels).process_many([first[1].inbound_id])
+    assert done[first[1].inbound_id].status == "processed"
+    # the senders resend both, together with a new message
+    data["GRPCRASH-NEW"] = dft_p03("GRPCRASH-NEW")
+    results = send_together(rt, data)
+    assert results == {key: ("AA", key) for key in data}
+    for key in data:
+        assert len(charges(rt, key)) == 3
+    assert [r.status for r in landed(rt, "GRPCRASH-A")] == ["processed", "duplicate"]
+    assert [r.status for r in landed(rt, "GRPCRASH-B")] == ["processed", "duplicate"]
+    assert [r.status for r in landed(rt, "GRPCRASH-NEW")] == ["processed"]

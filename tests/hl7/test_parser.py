@@ -56,6 +56,26 @@ def test_escapes_are_decoded_on_access_and_repetitions_addressable() -> None:
     assert pid.value(3, 1, repetition=2) == "SSN000"
 
 
+def test_a_component_reads_the_same_through_the_segment_and_its_repetition() -> None:
+    msg = parse_message(b'MSH|^~\\&|A|B|C|D|20261126||DFT^P03|N1|P|2.5.1\rPID|1||M1^""^^H\\T\\S&x^MR~M2\r')
+    pid = msg["PID"]
+    [first, second] = pid.repetitions(3)
+    for number, expected in ((1, "M1"), (2, ""), (3, ""), (4, "H&S"), (5, "MR"), (9, "")):
+        assert first.component(number) == pid.value(3, number) == expected  # HL7 null "" reads as ""
+    assert first.component(4, 2) == pid.value(3, 4, 2) == "x"
+    assert second.component(1) == pid.value(3, 1, repetition=2) == "M2"
+
+
+
+def test_values_reads_several_positions_as_value_does() -> None:
+    msg = parse_message(b'MSH|^~\\&|A|B|C|D|20261126||DFT^P03|N1|P|2.5.1\r'
+                        b'FT1|1|""|a\\T\\b|C1^Desc^x&y|r1~r2|plain\r')
+    ft1 = msg["FT1"]
+    refs = [(1, 1, 1), (2, 1, 1), (3, 1, 1), (4, 1, 1), (4, 2, 1), (4, 3, 2), (5, 1, 1), (6, 1, 1), (40, 1, 1)]
+    assert ft1.values(refs) == [ft1.value(n, c, s) for n, c, s in refs]
+    assert ft1.values(refs) == ["1", "", "a&b", "C1", "Desc", "y", "r1", "plain", ""]
+    assert msg.msh.values([(1, 1, 1), (2, 1, 1), (10, 1, 1)]) == ["|", "^~\\&", "N1"]
+
 @pytest.mark.parametrize(("raw", "expected"), [
     ("a\\F\\b\\S\\c\\T\\d\\R\\e\\E\\f", "a|b^c&d~e\\f"),
     ("x\\X41C3A9\\y", "xAéy"),
