@@ -71,7 +71,7 @@ def _children(pid: int) -> list[int]:
 class SshServer:
     """One sshd process with its own config, keys, known_hosts and log."""
 
-    def __init__(self, root: Path, user_key: Path, host_key: Path | None = None) -> None:
+    def __init__(self, root: Path, user_key: Path, host_key: Path | None = None, *, max_sessions: int = 100) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.user_key = user_key
@@ -102,7 +102,7 @@ PubkeyAuthentication yes
 PasswordAuthentication yes
 KbdInteractiveAuthentication no
 MaxStartups 100:30:200
-MaxSessions 100
+MaxSessions {max_sessions}
 LogLevel VERBOSE
 Subsystem sftp internal-sftp
 Match LocalPort {self.deny_port}

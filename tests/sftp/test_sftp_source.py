@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from paramiko.packet import Packetizer
 from pydantic import ValidationError
-from sqlalchemy import insert, select
+from sqlalchemy import event, insert, select
 
 from bridge.db import Database, utcnow
 from bridge.db.tables import inbound_files, remote_files
@@ -32,7 +33,6 @@ def make_source(db: Database, tmp_path: Path, server: SshServer, path: Path | st
         "key_file": str(server.user_key), "known_hosts": str(server.known_hosts),
         "path": str(path), "after": "delete", "read_lock": "rename", "poll_interval": 0.05,
         "reconnect_initial": 0.05, "reconnect_max": 0.2, "connect_timeout": 5, "keepalive": 0,
-        "temp_dir": str(tmp_path / f"tmp-{channel}"),
     }
     cfg.update(over)
     cls = load("source", "sftp")
@@ -74,6 +74,12 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def archive_temp_files(tmp_path: Path) -> list[Path]:
+    """Downloads in progress: a large file streams into the archive's temp dir."""
+    tmp = tmp_path / "archive" / "tmp"
+    return [p for p in tmp.rglob("*") if p.is_file()] if tmp.exists() else []
+
+
 # -- taking files ----------------------------------------------------------------
 
 
@@ -92,7 +98,7 @@ def test_files_uploaded_by_openssh_sftp_are_landed_then_deleted(db: Database, tm
     assert {r.status for r in remote_rows(db)} == {"done"}
     assert source.status.landed == 3
     assert source.status.extra["fingerprint"].startswith("SHA256:")
-    assert list((tmp_path / "tmp-sftp_in").iterdir()) == []  # no temp file left behind
+    assert archive_temp_files(tmp_path) == []  # no temp file left behind
     source.conn.close()
 
 
@@ -182,8 +188,7 @@ def test_names_with_spaces_unicode_and_dots_stay_inside(db: Database, tmp_path: 
     assert source.poll_once() == 4
     assert sorted(r.name for r in landed(db)) == sorted(names)
     assert outside.read_bytes() == b"must stay"
-    tmp = tmp_path / "tmp-sftp_in"
-    assert [p for p in tmp.rglob("*")] == []
+    assert archive_temp_files(tmp_path) == []
     source.conn.close()
 
 
@@ -194,20 +199,103 @@ def test_remote_names_that_would_escape_are_refused() -> None:
         assert safe_remote_name(good)
 
 
-def test_ten_thousand_files_in_one_directory(sqlite_db: Database, tmp_path: Path, sshd: SshServer,
-                                             remote_dir: Path) -> None:
-    # SQLite only, and two capped polls rather than all 10,000 landings, to keep the suite fast:
-    # landing costs an fsync and a transaction per file (about 20-40 ms here on a shared machine)
-    for i in range(10_000):
-        (remote_dir / f"f{i:05d}.txt").write_bytes(b"%d\n" % i)
-    source = make_source(sqlite_db, tmp_path, sshd, remote_dir, max_files_per_poll=40)
-    assert source.poll_once() == 40
+def test_ten_thousand_files_in_one_directory_all_land_exactly_once(sqlite_db: Database, tmp_path: Path,
+                                                                   sshd: SshServer, remote_dir: Path) -> None:
+    # SQLite only: this is about a big directory (listing, per-poll budget, batches), not storage
+    names = [f"f{i:05d}.txt" for i in range(10_000)]
+    for i, name in enumerate(names):
+        (remote_dir / name).write_bytes(b"%d\n" % i)
+    source = make_source(sqlite_db, tmp_path, sshd, remote_dir, max_files_per_poll=2_500)
+    assert source.poll_once() == 2_500
     assert source.status.extra["listed"] == 10_000
-    assert source.status.extra["deferred"] == 10_000 - 40
-    assert source.poll_once() == 40
+    assert source.status.extra["deferred"] == 10_000 - 2_500
+    assert [source.poll_once() for _ in range(4)] == [2_500, 2_500, 2_500, 0]
     rows = landed(sqlite_db)
-    assert [r.name for r in rows] == [f"f{i:05d}.txt" for i in range(80)]
-    assert len(list(remote_dir.iterdir())) == 10_000 - 80
+    assert [r.name for r in rows] == names  # each once, in name order
+    assert {r.status for r in rows} == {"landed"}
+    assert [r.sha256 for r in rows[:3]] == [sha(b"0\n"), sha(b"1\n"), sha(b"2\n")]
+    assert list(remote_dir.iterdir()) == []
+    assert {r.status for r in remote_rows(sqlite_db)} == {"done"}
+    assert source.status.state == "ok"
+    source.conn.close()
+
+
+def test_small_and_large_files_of_every_boundary_size_land_intact(db: Database, tmp_path: Path, sshd: SshServer,
+                                                                   remote_dir: Path) -> None:
+    # up to request_size a file is read in one request and landed with its batch's group;
+    # above it, it is streamed with pipelined reads into the archive
+    request = 32_768
+    sizes = {"empty.bin": 0, "one.bin": 1, "one-request.bin": request, "one-more.bin": request + 1,
+             "large.bin": 3 * 1024 * 1024 + 17}
+    bodies = {name: os.urandom(size) for name, size in sizes.items()}
+    for name, body in bodies.items():
+        (remote_dir / name).write_bytes(body)
+    source = make_source(db, tmp_path, sshd, remote_dir, after="move:done", request_size=request,
+                         prefetch_requests=4)
+    assert source.poll_once() == 5
+    assert {r.name: (r.sha256, r.size) for r in landed(db)} == {n: (sha(b), len(b)) for n, b in bodies.items()}
+    assert sorted(p.name for p in (remote_dir / "done").iterdir()) == sorted(bodies)
+    assert sorted(p.name for p in remote_dir.iterdir()) == ["done"]
+    assert archive_temp_files(tmp_path) == []
+    source.conn.close()
+
+
+def test_after_keep_an_unchanged_directory_costs_no_database_reads(sqlite_db: Database, tmp_path: Path,
+                                                                    sshd: SshServer, remote_dir: Path) -> None:
+    for i in range(300):
+        (remote_dir / f"item-{i:03d}.csv").write_bytes(b"sku\n%d\n" % i)
+    source = make_source(sqlite_db, tmp_path, sshd, remote_dir, after="keep")
+    assert source.poll_once() == 300
+    statements: list[str] = []
+    listen = (sqlite_db.engine, "before_cursor_execute")
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(*listen, record)
+    try:
+        assert [source.poll_once() for _ in range(3)] == [0, 0, 0]
+        assert [s for s in statements if "remote_files" in s] == []
+        # a file changed in place is a new (name, size, mtime): looked up and fetched again
+        f = remote_dir / "item-007.csv"
+        f.write_bytes(b"sku\n7\nchanged\n")
+        os.utime(f, (1_700_000_000, 1_700_000_000))
+        assert source.poll_once() == 1
+    finally:
+        event.remove(*listen, record)
+    assert len(landed(sqlite_db)) == 301
+    source.conn.close()
+
+
+def test_a_server_allowing_fewer_sessions_than_asked_still_takes_every_file(
+        db: Database, tmp_path: Path, user_key: Path, remote_dir: Path) -> None:
+    server = SshServer(tmp_path / "sshd-2", user_key, max_sessions=2).start()
+    try:
+        for i in range(30):
+            (remote_dir / f"f{i:02d}.txt").write_bytes(b"%d\n" % i)
+        source = make_source(db, tmp_path, server, remote_dir, transfer_sessions=6)
+        assert source.poll_once() == 30
+        assert len(landed(db)) == 30
+        assert list(remote_dir.iterdir()) == []
+        assert len(source.conn.sessions(6)) == 2  # MaxSessions 2: the refused ones are not an error
+        source.conn.close()
+    finally:
+        server.stop()
+
+
+def test_aes_gcm_is_negotiated_and_a_download_survives_rekeys(db: Database, tmp_path: Path, sshd: SshServer,
+                                                               remote_dir: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # OpenSSH rekeys after about 1 GB, paramiko after 512 MiB: make it happen every MiB here,
+    # so a single 12 MiB download crosses a dozen key exchanges
+    monkeypatch.setattr(Packetizer, "REKEY_BYTES", 1024 * 1024)
+    body = os.urandom(12 * 1024 * 1024)
+    (remote_dir / "big.bin").write_bytes(body)
+    source = make_source(db, tmp_path, sshd, remote_dir)
+    assert source.poll_once() == 1
+    assert source.status.extra["cipher"] == "aes128-gcm@openssh.com"
+    [row] = landed(db)
+    assert (row.sha256, row.size) == (sha(body), len(body))
     source.conn.close()
 
 
@@ -377,19 +465,18 @@ def test_sshd_killed_mid_download_no_partial_land_then_lands_once(
             for _ in range(48):
                 fh.write(block)
         source = make_source(db, tmp_path, server, remote_dir, prefetch_requests=8, connect_timeout=3)
-        tmp = tmp_path / "tmp-sftp_in"
         source.start()
         running.append(source)
 
         def partial() -> bool:
-            return any(p.stat().st_size > 2 * 1024 * 1024 for p in tmp.glob("*")) if tmp.exists() else False
+            return any(p.stat().st_size > 2 * 1024 * 1024 for p in archive_temp_files(tmp_path))
 
         wait_for(partial, "a download in progress")
         server.kill()
         wait_for(lambda: source.status.state == "error", "the source notices")
         assert landed(db) == []
         assert big.exists()
-        wait_for(lambda: list(tmp.glob("*")) == [], "temp file removed")
+        wait_for(lambda: archive_temp_files(tmp_path) == [], "temp file removed")
         assert remote_rows(db) == []  # the lease was given back
         server.start()
         wait_for(lambda: len(landed(db)) == 1, "landed after the restart", timeout=60)
