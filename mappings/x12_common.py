@@ -3,10 +3,13 @@
 :class:`X12Mapping` answers the parser's ``"interchange"`` messages with the
 TA1 and 999/997 of :mod:`parsers.x12.acks`, as outbox events
 ``edi.ack.<kind>.created`` (payload ``filename``, ``content``, ``partner``,
-``kind``, ``status``, ``return_channel``), so an acknowledgment is committed
-with the interchange's records and delivered by the relay, never written
-ad hoc. Ack control numbers come from the partner's ``control_numbers``
-sequence (``partner`` in the config; default ``<ISA05>:<ISA06>``).
+``kind``, ``status``, ``return_channel``, ``control``), routed to the
+partner's return channel alone, so an acknowledgment is committed with the
+interchange's records and delivered by the relay, never written ad hoc. Ack
+control numbers come from the partner's ``control_numbers`` sequence
+(``partner`` in the config; default ``<ISA05>:<ISA06>``), allocated when the
+draft is written, in the commit transaction (the mapping never touches the
+database).
 
 Transaction sets go to :meth:`X12Mapping.map_set`; a set the mapping does not
 map is a ``mapping`` failure naming ST01 (the 999 has already accepted it:
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
@@ -27,7 +31,7 @@ from pydantic import Field
 from bridge.errors import MappingError, Position
 from mappings.base import EventDraft, Mapping, MappingConfig, MappingContext, Output
 from parsers.base import Message
-from parsers.x12.acks import build_acks
+from parsers.x12.acks import ack_kinds
 from parsers.x12.model import InterchangeReport, TransactionSet
 
 __all__ = ["X12AckConfig", "X12Mapping", "X12MappingConfig", "d8", "el", "file_safe", "money", "pairs", "qty",
@@ -131,26 +135,35 @@ class X12Mapping(Mapping):
         return message.position.with_(segment=seg_id, segment_index=seg_pos, field=ref)
 
     def acknowledge(self, report: InterchangeReport, ctx: MappingContext) -> list[EventDraft]:
+        """One draft per ack the interchange needs, routed to the partner's return channel only.
+
+        The content is rendered when the draft is written (``prepare``): its control
+        numbers come from the partner's sequence in the commit transaction, never here.
+        """
+        # outbox.x12_outbound imports this module (file_safe): import it when acknowledging
+        from outbox.x12_outbound import AckNumbering
+
         cfg = self.config.acks
         ic = report.interchange
         partner = cfg.partner or f"{ic.sender_qualifier}:{ic.sender}"
-        db = getattr(ctx.crosswalks, "db", None)
+        now = datetime.now(UTC)
+        drafts: list[EventDraft] = []
+        for kind in ack_kinds(report, ta1=cfg.ta1, functional=cfg.functional):
+            payload: dict[str, object] = {"partner": partner, "kind": kind, "return_channel": cfg.return_channel,
+                                          "acknowledges": ic.control}
+            drafts.append(EventDraft(f"edi.ack.{kind.lower()}.created", "edi_interchange", f"{partner}:{ic.control}",
+                                     payload, route=cfg.return_channel,
+                                     prepare=AckNumbering(report, kind, partner, payload, now)))
+        return drafts
 
-        def next_control(kind: str) -> int:
-            if db is None:
-                raise MappingError("acknowledgments need the database for control numbers",
-                                   Position(file=ctx.file_name))
-            from outbox.x12_outbound import allocate_control_number
-
-            return allocate_control_number(db, partner, kind)
-
-        docs = build_acks(report, next_control=next_control, now=datetime.now(UTC), ta1=cfg.ta1,
-                          functional=cfg.functional)
-        return [EventDraft(f"edi.ack.{doc.kind.lower()}.created", "edi_interchange", f"{partner}:{ic.control}", {
-            "filename": f"{doc.kind}_{file_safe(partner)}_{doc.control:09d}.x12",
-            "content": doc.content, "partner": partner, "kind": doc.kind, "status": doc.status,
-            "return_channel": cfg.return_channel, "acknowledges": ic.control,
-        }) for doc in docs]
+    def answer_duplicate(self, message: Message, ctx: MappingContext) -> Sequence[EventDraft]:
+        """A resent interchange (same ISA05:ISA06 and ISA13) gets a TA1 rejection, note code 025
+        (duplicate interchange control number, X12.5 TA105), and nothing else."""
+        if message.type != "interchange" or not isinstance(message.data, InterchangeReport):
+            return []
+        dup = replace(message.data, status="R", note="025",
+                      reason=f"duplicate interchange control number {message.data.interchange.control}")
+        return self.acknowledge(dup, ctx)
 
 
 def pairs(seg: list[str], start: int) -> dict[str, str]:

@@ -26,7 +26,7 @@ from parsers.x12.model import GroupReport, InterchangeReport
 from parsers.x12.tokenizer import Delimiters
 from parsers.x12.writer import Envelope, GroupDraft, SetDraft, render_interchange
 
-__all__ = ["AckDocument", "build_acks", "functional_ack_segments"]
+__all__ = ["AckDocument", "ack_kinds", "build_acks", "functional_ack_segments", "render_ack"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,52 +63,62 @@ def functional_ack_segments(g: GroupReport, *, kind: str) -> list[list[str]]:
     return body
 
 
-def build_acks(report: InterchangeReport, *, next_control: Callable[[str], int], now: datetime,
-               ta1: str = "requested", functional: bool = True,
-               delimiters: Delimiters | None = None) -> list[AckDocument]:
-    """Render the TA1 and the 999/997 an interchange needs (possibly none)."""
+def ack_kinds(report: InterchangeReport, *, ta1: str = "requested", functional: bool = True) -> list[str]:
+    """Which acknowledgments an interchange needs, in the order they are numbered: "TA1", "999", "997"."""
     ic = report.interchange
-    d = delimiters or Delimiters(ic.delimiters.element, ic.delimiters.component,
-                                 ic.delimiters.repetition or "^", ic.delimiters.segment)
-    chars = (d.element, d.component, d.repetition, d.segment)
-    if len(set(chars)) != 4 or any(c is None or c.isalnum() or c.isspace() for c in chars):
-        d = Delimiters()  # the sender's own delimiters clash (that may be why it is rejected): use the defaults
-    docs: list[AckDocument] = []
     want_ta1 = {
         "requested": ic.ack_requested == "1" or report.status != "A",
         "always": True,
         "on_error": report.status != "A",
         "never": False,
     }[ta1]
-    version = ic.version if ic.version in ("00401", "00501") else ("00501" if ic.version > "00501" else "00401")
-
-    def envelope(control: int) -> Envelope:
-        return Envelope(ic.receiver_qualifier or "ZZ", ic.receiver, ic.sender_qualifier or "ZZ", ic.sender,
-                        control, version=version, ack_requested=False, usage=ic.usage or "P", delimiters=d)
-
-    if want_ta1:
-        control = next_control("isa")
-        seg = ["TA1", ic.control, ic.date, ic.time, report.status, report.note]
-        docs.append(AckDocument("TA1", control, render_interchange(envelope(control), [], now=now, ta1=seg),
-                                report.status))
+    kinds = ["TA1"] if want_ta1 else []
     if functional and not report.rejected:
-        groups = [g for g in report.groups if g.group.functional_id != "FA"]
         for kind in ("999", "997"):
-            mine = [g for g in groups if (g.group.version[:3] >= "005") == (kind == "999")]
-            if not mine:
-                continue
-            control = next_control("isa")
-            drafts = []
-            for g in mine:
-                gs06 = next_control("gs")
-                body = functional_ack_segments(g, kind=kind)
-                impl = "005010X231A1" if kind == "999" else None
-                drafts.append(GroupDraft("FA", g.group.receiver, g.group.sender, gs06,
-                                         "005010X231A1" if kind == "999" else "004010",
-                                         [SetDraft(kind, "0001", body, impl)]))
-            status = "A" if all(g.status == "A" for g in mine) else "R"
-            env = envelope(control)
-            if kind == "997":
-                env.version = "00401"
-            docs.append(AckDocument(kind, control, render_interchange(env, drafts, now=now), status))
-    return docs
+            if _groups(report, kind):
+                kinds.append(kind)
+    return kinds
+
+
+def _groups(report: InterchangeReport, kind: str) -> list[GroupReport]:
+    """The groups a 999 (5010) or 997 (4010) answers; never an acknowledgment's own group (FA)."""
+    return [g for g in report.groups
+            if g.group.functional_id != "FA" and (g.group.version[:3] >= "005") == (kind == "999")]
+
+
+def render_ack(report: InterchangeReport, kind: str, *, next_control: Callable[[str], int], now: datetime,
+               delimiters: Delimiters | None = None) -> AckDocument:
+    """Render one acknowledgment of :func:`ack_kinds`; ``next_control("isa")`` / ``("gs")`` number it."""
+    ic = report.interchange
+    d = delimiters or Delimiters(ic.delimiters.element, ic.delimiters.component,
+                                 ic.delimiters.repetition or "^", ic.delimiters.segment)
+    chars = (d.element, d.component, d.repetition, d.segment)
+    if len(set(chars)) != 4 or any(c is None or c.isalnum() or c.isspace() for c in chars):
+        d = Delimiters()  # the sender's own delimiters clash (that may be why it is rejected): use the defaults
+    version = ic.version if ic.version in ("00401", "00501") else ("00501" if ic.version > "00501" else "00401")
+    control = next_control("isa")
+    env = Envelope(ic.receiver_qualifier or "ZZ", ic.receiver, ic.sender_qualifier or "ZZ", ic.sender,
+                   control, version=version, ack_requested=False, usage=ic.usage or "P", delimiters=d)
+    if kind == "TA1":
+        seg = ["TA1", ic.control, ic.date, ic.time, report.status, report.note]
+        return AckDocument("TA1", control, render_interchange(env, [], now=now, ta1=seg), report.status)
+    mine = _groups(report, kind)
+    drafts = []
+    for g in mine:
+        gs06 = next_control("gs")
+        body = functional_ack_segments(g, kind=kind)
+        impl = "005010X231A1" if kind == "999" else None
+        drafts.append(GroupDraft("FA", g.group.receiver, g.group.sender, gs06, impl or "004010",
+                                 [SetDraft(kind, "0001", body, impl)]))
+    status = "A" if all(g.status == "A" for g in mine) else "R"
+    if kind == "997":
+        env.version = "00401"
+    return AckDocument(kind, control, render_interchange(env, drafts, now=now), status)
+
+
+def build_acks(report: InterchangeReport, *, next_control: Callable[[str], int], now: datetime,
+               ta1: str = "requested", functional: bool = True,
+               delimiters: Delimiters | None = None) -> list[AckDocument]:
+    """Render the TA1 and the 999/997 an interchange needs (possibly none)."""
+    return [render_ack(report, kind, next_control=next_control, now=now, delimiters=delimiters)
+            for kind in ack_kinds(report, ta1=ta1, functional=functional)]

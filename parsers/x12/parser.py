@@ -20,7 +20,10 @@ Messages: each set is a ``Message`` (``type`` ST01, ``data`` a
 error carries a ``ParseError`` pointing at segment, position and element.
 After each interchange comes a message of type ``"interchange"`` whose data is
 the :class:`~parsers.x12.model.InterchangeReport` the TA1/999/997 are built
-from (mappings turn it into outbox events). An unreadable ISA (no 16
+from (mappings turn it into outbox events); unless rejected, it is keyed by
+``sender`` ``ISA05:ISA06`` and ``control_id`` ``ISA13``, so the pipeline
+records a resent interchange as a duplicate (X12.5: ISA13 is unique per
+sender) and the mapping answers it with a TA1 note 025. An unreadable ISA (no 16
 elements) raises a file-level ``ParseError``: nothing after it can be framed.
 
 Memory: one chunk plus the current transaction set (the 837 guide caps a set
@@ -53,8 +56,8 @@ from parsers.x12.model import (
     SetReport,
     TransactionSet,
 )
-from parsers.x12.sets import MAX_ELEMENTS, RULES, SEGMENT_ID, SETS, is_number, variant
-from parsers.x12.tokenizer import IsaError, Tokenizer, read_isa
+from parsers.x12.sets import SEGMENT_ID, SETS, is_number, segment_checks, variant
+from parsers.x12.tokenizer import CHUNK_SIZE, IsaError, Tokenizer, read_isa
 
 __all__ = ["X12Parser", "X12ParserConfig"]
 
@@ -86,7 +89,7 @@ _IK403_TEXT = {"1": "required data element missing", "3": "too many data element
 
 class X12ParserConfig(ParserConfig):
     encoding: Literal["utf-8", "latin-1", "ascii"] = "utf-8"
-    chunk_size: int = Field(1 << 20, ge=4096, le=64 << 20)
+    chunk_size: int = Field(CHUNK_SIZE, ge=4096, le=64 << 20)
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     #: ``validate: hipaa``: also validate 837/835 against the implementation guides with pyx12 (slow)
@@ -109,7 +112,7 @@ class _Verdict:
     groups: list[_GroupVerdict] = field(default_factory=list)
 
 
-def prescan(stream: BinaryIO, *, name: str, chunk_size: int = 1 << 20, encoding: str = "utf-8") -> list[_Verdict]:
+def prescan(stream: BinaryIO, *, name: str, chunk_size: int = CHUNK_SIZE, encoding: str = "utf-8") -> list[_Verdict]:
     """First pass: the trailer checks (IEA/GE counts and control numbers) per interchange.
 
     Only envelope segments matter here: with line breaks dropped, GS/GE/IEA are
@@ -286,20 +289,22 @@ class _Run:
         try:
             for batch in tok.batches():
                 sep = tok.delimiters.element
+                checks = segment_checks(sep)
                 for text in batch:
                     k = text.find(sep)
                     tag = text[:k] if k >= 0 else text
                     if segs is not None and tag not in _ENVELOPE:
                         # the hot path: a segment inside a transaction set, kept as text
                         segs.append(text)
-                        mx = MAX_ELEMENTS.get(tag)
-                        if mx is None:
+                        check = checks.get(tag)
+                        if check is None:
                             if SEGMENT_ID.match(tag) is None:
                                 issues.append(SegmentIssue(tag[:3] or "?", len(segs), "1"))
-                        elif text.count(sep) > mx:
+                            continue
+                        mx, fast, rules = check
+                        if mx is not None and text.count(sep) > mx:
                             issues.append(SegmentIssue(tag, len(segs), "8", elements=[ElementIssue(mx + 1, "3")]))
-                        rules = RULES.get(tag)
-                        if rules is not None:
+                        if fast is not None and fast.match(text) is None:
                             bad = _check_rules(text.split(sep), rules)
                             if bad:
                                 issues.append(SegmentIssue(tag, len(segs), "8", elements=bad))
@@ -514,7 +519,10 @@ class _Run:
                 "set(s) were not processed (a TA1 answers it)", pos))
         idx = self._next()
         pos = Position(file=self.name, message=idx, segment="IEA", control=ic.control)
-        yield Message(idx, "interchange", report, pos, meta={"ack": True})
+        # keyed by (ISA05:ISA06, ISA13): the pipeline finds a resent interchange by it (TA1 note 025);
+        # a rejected one is not keyed, so the partner may send it again corrected, same ISA13
+        key, sender = (None, None) if report.rejected else (ic.control, f"{ic.sender_qualifier}:{ic.sender}")
+        yield Message(idx, "interchange", report, pos, control_id=key, sender=sender, meta={"ack": True})
 
 
 def _check_rules(els: list[str], rules: dict[int, str]) -> list[ElementIssue]:

@@ -17,8 +17,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 
-__all__ = ["MAX_ELEMENTS", "RULES", "SETS", "HLNode", "SetSpec", "hl_tree", "is_number", "loops", "variant"]
+__all__ = ["MAX_ELEMENTS", "RULES", "SETS", "HLNode", "SetSpec", "hl_tree", "is_number", "loops", "segment_checks",
+           "variant"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,36 @@ def is_number(value: str) -> bool:
     body = value[1:] if value[0] == "-" else value
     whole, _, frac = body.partition(".")
     return (whole.isdigit() or not whole) and (frac.isdigit() or not frac) and bool(whole or frac)
+
+
+#: a subset of what :func:`is_number` accepts (ASCII digits only), for :func:`segment_checks`
+_NUMBER = r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+
+
+@lru_cache(maxsize=16)
+def segment_checks(sep: str) -> dict[str, tuple[int | None, re.Pattern[str] | None, dict[int, str]]]:
+    """Per segment id, for element separator ``sep``: (:data:`MAX_ELEMENTS`, a fast pattern, :data:`RULES`);
+    the pattern is None for a segment without rules.
+
+    The pattern matches a segment text that certainly passes its :data:`RULES`
+    (required elements present, numeric ones numbers), in one C-level match;
+    only a segment it does not match is split and judged element by element,
+    which also finds the element to report. It may refuse a valid segment
+    (one that ends before an optional numeric element, say): that only costs
+    the slow path, never a wrong verdict.
+    """
+    e = re.escape(sep)
+    value, present = f"[^{e}]*", f"[^{e}]+"
+    out: dict[str, tuple[int | None, re.Pattern[str] | None, dict[int, str]]] = {
+        tag: (mx, None, {}) for tag, mx in MAX_ELEMENTS.items()}
+    for tag, rules in RULES.items():
+        parts = [re.escape(tag)]
+        for i in range(1, max(rules) + 1):
+            rule = rules.get(i)
+            parts.append(e + {None: value, "R": present, "N": f"(?:{_NUMBER})?", "RN": _NUMBER}[rule])
+        pattern = re.compile("".join(parts) + f"(?:{e}.*)?\\Z", re.DOTALL)
+        out[tag] = (MAX_ELEMENTS.get(tag), pattern, rules)
+    return out
 
 
 def variant(set_id: str, implementation: str) -> str:

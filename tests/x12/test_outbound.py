@@ -86,6 +86,8 @@ def test_emit_850_writes_an_outbox_event_with_sequenced_control_numbers(db: Data
     assert [p["interchange_control"] for p in payloads] == ["000000001", "000000002"]
     assert payloads[0]["kind"] == "850" and payloads[0]["return_channel"] == "acme_sftp"
     assert "IEA*1*000000002~" in payloads[1]["content"]
+    # routed to the vendor's return channel alone, whatever else subscribes to 850s
+    assert [r.route for r in rows] == ["acme_sftp", "acme_sftp"]
 
 
 def test_a_rolled_back_allocation_is_never_sent_and_sequences_are_per_partner(db: Database) -> None:

@@ -7,6 +7,7 @@ are stored with their positions; a resent interchange is a duplicate.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -85,16 +86,90 @@ def test_rejected_interchange_commits_nothing_but_its_ta1(db: Database, archive:
     assert ev.event_type == "edi.ack.ta1.created" and "*R*021" in orjson.loads(ev.payload)["data"]["content"]
 
 
-def test_a_resent_interchange_control_number_is_a_duplicate(db: Database, archive: Archive) -> None:
-    first = run(db, archive, sample("837p.x12"), "a.x12")
+def ack_payloads(db: Database) -> list[dict[str, Any]]:
+    return [orjson.loads(e.payload)["data"] for e in all_rows(db, events) if e.event_type.startswith("edi.ack.")]
+
+
+def test_a_resent_interchange_is_a_duplicate_answered_with_a_ta1_025(db: Database, archive: Archive) -> None:
+    first = run(db, archive, sample("837p.x12"), "a.x12", acks={"partner": "clearhouse"})
     assert first.records == 2
+    assert sorted(a["kind"] for a in ack_payloads(db)) == ["999", "TA1"]
     # the same ISA13 from the same sender, in a file whose bytes differ (another date)
     resend = sample("837p.x12").replace(b"*261126*1200*", b"*261127*0800*", 1)
-    second = run(db, archive, resend, "b.x12")
-    assert second.records == 0 and second.duplicates == 1
-    keys = all_rows(db, message_keys)
-    assert [(k.sender, k.control_id) for k in keys] == [("CLEARHOUSE01/CLEARHOUSE01", "000001001/1001/0001")]
+    second = run(db, archive, resend, "b.x12", acks={"partner": "clearhouse"})
+    assert second.records == 0 and second.duplicates == 2  # the set and the interchange
+    keys = sorted((k.sender, k.control_id) for k in all_rows(db, message_keys))
+    assert keys == [("CLEARHOUSE01/CLEARHOUSE01", "000001001/1001/0001"), ("ZZ:CLEARHOUSE01", "000001001")]
     assert len([r for r in all_rows(db, records) if r.type == "claim"]) == 2
+    # the resend gets a TA1 rejection with note 025 (duplicate interchange control number), no 999
+    acks = ack_payloads(db)
+    assert sorted(a["kind"] for a in acks) == ["999", "TA1", "TA1"]
+    dup = acks[-1]
+    assert dup["kind"] == "TA1" and dup["status"] == "R"
+    assert "~TA1*000001001*261127*0800*R*025~" in dup["content"]
+    # a file from another sender with the same ISA13 is no duplicate
+    other = sample("837p.x12").replace(b"CLEARHOUSE01   ", b"OTHERHOUSE     ", 1)
+    third = run(db, archive, other, "c.x12")
+    assert third.duplicates == 0 and third.records == 0  # claims keep their natural keys: updated, not new
+    assert "*A*000~" in ack_payloads(db)[-2]["content"]
+
+
+def test_a_rejected_interchange_may_be_resent_with_its_isa13(db: Database, archive: Archive) -> None:
+    bad = run(db, archive, sample("bad_iea_count.x12"), "bad.x12")
+    assert bad.status == "partial" or bad.status == "failed"
+    fixed = sample("bad_iea_count.x12").replace(b"IEA*2*", b"IEA*1*")
+    again = run(db, archive, fixed, "fixed.x12")
+    assert again.duplicates == 0 and again.status == "processed"
+
+
+def test_ack_control_numbers_are_spent_only_when_the_ack_commits(db: Database) -> None:
+    from mappings.x12_837 import Claim837Mapping
+    from outbox.writer import Origin, write_events
+    from tests.x12.conftest import ctx, parse
+
+    mapping = Claim837Mapping(Claim837Mapping.Config.model_validate({"acks": {"partner": "clearhouse"}}))
+    report = parse(sample("837p.x12"))[-1]
+    # mapping touches no database: the drafts say what to send, numbered when written
+    drafts = list(mapping.map(report, ctx()))
+    assert [d.payload["kind"] for d in drafts] == ["TA1", "999"] and "content" not in drafts[0].payload
+    try:
+        with db.write() as conn:
+            write_events(db, conn, [(d, Origin()) for d in drafts])
+            raise RuntimeError("the batch fails after the acks were written")
+    except RuntimeError:
+        pass
+    assert all_rows(db, control_numbers) == [] and all_rows(db, events) == []
+    with db.write() as conn:
+        write_events(db, conn, [(d, Origin()) for d in drafts])
+    ta1, ack = ack_payloads(db)
+    assert ta1["filename"] == "TA1_clearhouse_000000001.x12" and "*000000001*0*P*:~" in ta1["content"]
+    assert ack["filename"] == "999_clearhouse_000000002.x12" and "~GS*FA*BRIDGEHOSP*CLEARHOUSE01*" in ack["content"]
+    assert "*1*X*005010X231A1~" in ack["content"]  # GS06 from the partner's gs sequence
+    seq = {(r.partner, r.kind): r.value for r in all_rows(db, control_numbers)}
+    assert seq == {("clearhouse", "isa"): 2, ("clearhouse", "gs"): 1}
+
+
+def test_acks_go_only_to_their_partners_return_channel(db: Database, archive: Archive, tmp_path: Path) -> None:
+    from tests.outbox.helpers import delivery_rows, make_relay
+
+    run(db, archive, sample("837p.x12"), "a.x12", acks={"partner": "clearhouse", "return_channel": "clearhouse_out"})
+    other = sample("837p.x12").replace(b"CLEARHOUSE01   ", b"OTHERHOUSE     ", 1)
+    run(db, archive, other, "b.x12", acks={"partner": "other", "return_channel": "other_out"})
+    routes = {e.route for e in all_rows(db, events) if e.event_type.startswith("edi.ack.")}
+    assert routes == {"clearhouse_out", "other_out"}
+    relay = make_relay(db, {
+        "erp": {"type": "folder", "subscribe": ["*"], "directory": str(tmp_path / "erp")},
+        "clearhouse_out": {"type": "folder", "subscribe": [], "directory": str(tmp_path / "clearhouse")},
+        "other_out": {"type": "folder", "subscribe": ["edi.ack.*"], "directory": str(tmp_path / "other")},
+    })
+    relay.run_until_idle()
+    assert sorted(p.name for p in (tmp_path / "clearhouse").iterdir()) == [
+        "999_clearhouse_000000002.x12", "TA1_clearhouse_000000001.x12"]
+    assert sorted(p.name for p in (tmp_path / "other").iterdir()) == [
+        "999_other_000000002.x12", "TA1_other_000000001.x12"]
+    assert "~TA1*000001001*" in (tmp_path / "other" / "TA1_other_000000001.x12").read_text()
+    # the ERP gets the claims, not the partners' acks
+    assert {r.event_type for r in delivery_rows(db, "erp")} == {"revenue.claim.recorded"}
 
 
 def test_810_with_unknown_vendor_is_master_data_then_reprocessed(db: Database, archive: Archive) -> None:
