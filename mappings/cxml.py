@@ -51,13 +51,15 @@ from mappings.canonical import (
 )
 from parsers.base import Message
 
-__all__ = ["CONFIRMATION_STATUS", "CxmlMapping", "CxmlMappingConfig", "ORDER_PURPOSE"]
+__all__ = ["CONFIRMATION_STATUS", "HEADER_COST_CENTER", "CxmlMapping", "CxmlMappingConfig", "ORDER_PURPOSE"]
 
 DocumentType = Literal["OrderRequest", "ConfirmationRequest", "ShipNoticeRequest", "InvoiceDetailRequest",
                        "ProductActivityMessage"]
 
 #: OrderRequestHeader/@type -> PurchaseOrder.purpose (and back, for outbound)
 ORDER_PURPOSE = {"new": "original", "update": "change", "delete": "cancel"}
+#: the OrderRequestHeader Extrinsic carrying the order's header cost center
+HEADER_COST_CENTER = "CostCenter"
 #: ConfirmationStatus/@type -> X12 668 line status codes, as PurchaseOrderAckLine uses them
 CONFIRMATION_STATUS = {"accept": "IA", "reject": "IR", "backordered": "IB", "detail": "IC", "allDetail": "IC",
                        "except": "IC", "unknown": "IC"}
@@ -90,6 +92,18 @@ def _steps(ns: str, path: str) -> tuple[str, ...]:
     return tuple(ns + step for step in path.split("/"))
 
 
+def _descend(el: Any, tags: Sequence[str]) -> Any:
+    """The first child with ``tags[0]``, its first child with ``tags[1]``, ...; None when one is missing."""
+    for tag in tags:
+        for child in el:
+            if child.tag == tag:
+                el = child
+                break
+        else:
+            return None
+    return el
+
+
 class _Doc:
     """Namespace-aware lookups in one cXML element tree."""
 
@@ -100,21 +114,15 @@ class _Doc:
         self.ns = tag[: tag.index("}") + 1] if tag.startswith("{") else ""
         self.pos = pos
 
-    # child-by-child walks with iterchildren(tag): several times faster than ElementPath's find
+    # child-by-child scans: several times cheaper than ElementPath's find, and cheaper than
+    # iterchildren(tag), whose per-call set-up costs more than comparing a parent's few children
     def find(self, el: Any, path: str) -> Any:
-        for tag in _steps(self.ns, path):
-            el = next(el.iterchildren(tag), None)
-            if el is None:
-                return None
-        return el
+        return _descend(el, _steps(self.ns, path))
 
     def findall(self, el: Any, path: str) -> list[Any]:
         *head, last = _steps(self.ns, path)
-        for tag in head:
-            el = next(el.iterchildren(tag), None)
-            if el is None:
-                return []
-        return list(el.iterchildren(last))
+        parent = _descend(el, head)
+        return [] if parent is None else [child for child in parent if child.tag == last]
 
     def text(self, el: Any, path: str) -> str | None:
         found = self.find(el, path)
@@ -141,10 +149,20 @@ class _Doc:
         A dict of a line's few children instead of a dozen ``find`` calls: lxml's
         per-call cost, not the tree size, is the hot path of a large order.
         """
+        found: dict[str, Any] = {}
         if el is None:
-            return {}
+            return found
+        if not self.ns:
+            # a non-str tag (comment, entity reference) is only a key nobody asks for
+            for child in el:
+                found.setdefault(child.tag, child)
+            return found
         cut = len(self.ns)
-        return {c.tag[cut:]: c for c in reversed(el) if isinstance(c.tag, str)}
+        for child in el:
+            tag = child.tag
+            if isinstance(tag, str):
+                found.setdefault(tag[cut:], child)
+        return found
 
     def at(self, el: Any, field: str) -> Position:
         line = getattr(el, "sourceline", None)
@@ -248,10 +266,12 @@ class CxmlMapping(Mapping):
         mode = self.config.vendor_crosswalk
         if mode == "off":
             return ident
-        pos = doc.at(ident_el, "Identity")
-        if mode == "required":
-            return ctx.crosswalks.lookup("vendor", ident, position=pos, field=f"Header/{party}/Credential/Identity")
-        return ctx.crosswalks.find("vendor", ident) or ident
+        erp = ctx.crosswalks.find("vendor", ident)
+        if erp is not None or mode == "optional":
+            return erp or ident
+        # a missing or inactive entry: lookup raises the master-data error (its position is built only here)
+        return ctx.crosswalks.lookup("vendor", ident, position=doc.at(ident_el, "Identity"),
+                                     field=f"Header/{party}/Credential/Identity")
 
     def _item(self, doc: _Doc, el: Any, ctx: MappingContext) -> tuple[str | None, str | None]:
         """(ERP item, supplier part) of an element holding ``ItemID``."""
@@ -264,10 +284,16 @@ class CxmlMapping(Mapping):
         return None, None
 
     def _description(self, doc: _Doc, el: Any, path: str) -> str | None:
-        d = doc.find(el, path)
+        return self._own_text(doc, doc.find(el, path))
+
+    @staticmethod
+    def _own_text(doc: _Doc, d: Any | None) -> str | None:
+        """A Description's own text, whitespace collapsed; its ShortName child (cXML 1.2.011+)
+        only when there is none."""
         if d is None:
             return None
-        # the element's own text; its ShortName child (cXML 1.2.011+) only when there is none
+        if not len(d):
+            return (" ".join(d.text.split()) or None) if d.text else None
         own = " ".join(" ".join(t for t in (d.text, *(c.tail for c in d)) if t).split())
         return own or doc.text(d, "ShortName")
 
@@ -284,55 +310,71 @@ class CxmlMapping(Mapping):
         total, currency = doc.money(head, "Total")
         lines = []
         for item_out in doc.findall(body, "ItemOut"):
-            line_no = doc.attr(item_out, "lineNumber", required=True)
-            kids = doc.kids(item_out)
-            ids = doc.kids(kids.get("ItemID"))
-            supplier = _el_text(ids.get("SupplierPartID"))
-            item = _el_text(ids.get("BuyerPartID")) or (
-                (ctx.crosswalks.find("item", supplier) or supplier) if supplier else None)
-            if item is None:
-                raise MappingError(f"ItemOut line {line_no} has no SupplierPartID or BuyerPartID",
-                                   doc.at(item_out, "ItemID"))
-            detail = kids.get("ItemDetail")
-            if detail is None:
-                raise MappingError(f"ItemOut line {line_no}: element ItemDetail is missing",
-                                   doc.at(item_out, "ItemDetail"))
-            dk = doc.kids(detail)
-            unit = _el_text(dk.get("UnitOfMeasure"))
-            if not unit:
-                raise MappingError(f"ItemOut line {line_no} has no UnitOfMeasure", doc.at(detail, "UnitOfMeasure"))
-            unit_price = dk.get("UnitPrice")
-            money = unit_price[0] if unit_price is not None and len(unit_price) else None
-            price = doc.decimal(money, money.text, "Money") if money is not None else None
-            if money is not None:
-                currency = currency or money.get("currency")
-            cost_center = None
-            if "Distribution" in kids:
-                for seg in doc.findall(item_out, "Distribution/Accounting/AccountingSegment"):
-                    name = (doc.text(seg, "Name") or "").lower().replace(" ", "")
-                    if "costcenter" in name or "costcentre" in name:
-                        cost_center = seg.get("id")
-                        break
-            lines.append(PurchaseOrderLine(
-                line_number=line_no, item=item, vendor_part=supplier,
-                description=self._description(doc, detail, "Description"),
-                quantity=doc.decimal(item_out, item_out.get("quantity"), "quantity"), unit=unit.upper(),
-                unit_price=price, cost_center=cost_center,
-                need_by=doc.day(item_out, item_out.get("requestedDeliveryDate"), "requestedDeliveryDate"),
-            ))
+            line, line_currency = self._order_line(doc, item_out, ctx)
+            lines.append(line)
+            currency = currency or line_currency
         if not lines:
             raise MappingError(f"OrderRequest {po_number} has no ItemOut lines", doc.at(body, "ItemOut"))
         ship_to = doc.find(head, "ShipTo/Address")
         bill_to = doc.find(head, "BillTo/Address")
+        cost_center = next((_el_text(e) for e in doc.findall(head, "Extrinsic")
+                            if e.get("name") == HEADER_COST_CENTER), None)
         return [PurchaseOrder(
             po_number=po_number, vendor=self._vendor(doc, root, "To", ctx),
             order_date=doc.day(head, head.get("orderDate"), "orderDate", required=True),
             status="cancelled" if order_type == "delete" else "open", purpose=purpose,
             currency=currency or "USD",
             ship_to=ship_to.get("addressID") if ship_to is not None else None,
-            bill_to=bill_to.get("addressID") if bill_to is not None else None,
+            bill_to=bill_to.get("addressID") if bill_to is not None else None, cost_center=cost_center,
             total=total, lines=lines, source_channel=ctx.channel,
         )]
+
+    def _order_line(self, doc: _Doc, item_out: Any, ctx: MappingContext) -> tuple[PurchaseOrderLine, str | None]:
+        """One ``ItemOut`` (and the currency of its unit price).
+
+        The hot path of a large order: each element is reached once through
+        :meth:`_Doc.kids` (one pass over a parent's few children) rather than a
+        path lookup per field, which would walk the same children again.
+        """
+        line_no = doc.attr(item_out, "lineNumber", required=True)
+        kids = doc.kids(item_out)
+        ids = doc.kids(kids.get("ItemID"))
+        supplier = _el_text(ids.get("SupplierPartID"))
+        item = _el_text(ids.get("BuyerPartID")) or (
+            (ctx.crosswalks.find("item", supplier) or supplier) if supplier else None)
+        if item is None:
+            raise MappingError(f"ItemOut line {line_no} has no SupplierPartID or BuyerPartID",
+                               doc.at(item_out, "ItemID"))
+        detail = kids.get("ItemDetail")
+        if detail is None:
+            raise MappingError(f"ItemOut line {line_no}: element ItemDetail is missing",
+                               doc.at(item_out, "ItemDetail"))
+        dk = doc.kids(detail)
+        unit = _el_text(dk.get("UnitOfMeasure"))
+        if not unit:
+            raise MappingError(f"ItemOut line {line_no} has no UnitOfMeasure", doc.at(detail, "UnitOfMeasure"))
+        unit_price = dk.get("UnitPrice")
+        money = unit_price[0] if unit_price is not None and len(unit_price) else None
+        price = currency = None
+        if money is not None:
+            price, currency = doc.decimal(money, money.text, "Money"), money.get("currency")
+        distribution = kids.get("Distribution")
+        return PurchaseOrderLine(
+            line_number=line_no, item=item, vendor_part=supplier, description=self._own_text(doc, dk.get("Description")),
+            quantity=doc.decimal(item_out, item_out.get("quantity"), "quantity"), unit=unit.upper(),
+            unit_price=price, cost_center=self._cost_center(doc, distribution) if distribution is not None else None,
+            need_by=doc.day(item_out, item_out.get("requestedDeliveryDate"), "requestedDeliveryDate"),
+        ), currency
+
+    @staticmethod
+    def _cost_center(doc: _Doc, distribution: Any) -> str | None:
+        """The ``id`` of the Distribution's first AccountingSegment whose Name reads "Cost Center"."""
+        name_tag = (doc.ns + "Name",)
+        for seg in distribution.iter(doc.ns + "AccountingSegment"):
+            name = (_el_text(_descend(seg, name_tag)) or "").lower().replace(" ", "")
+            if "costcenter" in name or "costcentre" in name:
+                return seg.get("id")  # type: ignore[no-any-return]
+        return None
 
     # -- ConfirmationRequest -> PurchaseOrderAck ----------------------------------
 

@@ -9,6 +9,8 @@ line. The credentials come from the vendor's :class:`CxmlVendorProfile`. The
 document parses back through :class:`parsers.xml.XmlParser` and
 :class:`mappings.cxml.CxmlMapping` to the same PurchaseOrder (the vendor via
 the ``vendor`` crosswalk from the profile's ``to_identity``); that is tested.
+``SupplierPartID`` is required by cXML: a line without a vendor part number
+sends the ERP item there, and so reads back with ``vendor_part`` set to it.
 
 :func:`cxml_response` builds the synchronous ``<cXML><Response><Status/>``
 a sender expects when it posts a document (cXML 1.2 "Response": 200 OK,
@@ -22,16 +24,18 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 
 from lxml import etree
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from bridge.errors import ConfigError
 from mappings.canonical import PurchaseOrder
-from mappings.cxml import ORDER_PURPOSE
+from mappings.cxml import HEADER_COST_CENTER, ORDER_PURPOSE
 
-__all__ = ["CXML_VERSION", "CxmlVendorProfile", "cxml_response", "payload_id", "render_order_request"]
+__all__ = ["CXML_VERSION", "CxmlCredentials", "CxmlPartnerConfig", "CxmlVendorProfile", "cxml_response", "payload_id", "render_order_request"]
 
 CXML_VERSION = "1.2.014"
 _DOCTYPE = f'<!DOCTYPE cXML SYSTEM "http://xml.cxml.org/schemas/cXML/{CXML_VERSION}/cXML.dtd">'
@@ -41,8 +45,8 @@ STATUS_TEXT = {200: "OK", 201: "Accepted", 400: "Bad Request", 401: "Unauthorize
                409: "Conflict", 413: "Payload Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
-class CxmlVendorProfile(BaseModel):
-    """How one vendor is addressed over cXML (``From``/``To``/``Sender`` credentials)."""
+class CxmlCredentials(BaseModel):
+    """How one vendor is addressed over cXML (``From``/``To``/``Sender``), without the secret."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -52,10 +56,36 @@ class CxmlVendorProfile(BaseModel):
     to_identity: str
     sender_domain: str = "NetworkID"
     sender_identity: str
-    shared_secret: SecretStr
     user_agent: str = "bridge"
     deployment_mode: str = "production"
     lang: str = "en-US"
+
+
+class CxmlVendorProfile(CxmlCredentials):
+    """The credentials with the ``Sender`` shared secret: what rendering needs."""
+
+    shared_secret: SecretStr
+
+
+class CxmlPartnerConfig(CxmlCredentials):
+    """A trading partner's ``cxml:`` block in ``bridge.yaml`` (``parsers.x12.partners.PartnerConfig``).
+
+    The shared secret is never in the YAML: ``shared_secret_env`` names the
+    environment variable holding it, read when a document is rendered.
+    ``destination`` is the one destination that receives this vendor's orders.
+    """
+
+    shared_secret_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    destination: str = Field(min_length=1)
+
+    def profile(self, environ: Mapping[str, str] | None = None) -> CxmlVendorProfile:
+        """The profile with the secret read from the environment; ConfigError naming the variable if unset."""
+        secret = (os.environ if environ is None else environ).get(self.shared_secret_env)
+        if not secret:
+            raise ConfigError(f"cxml.shared_secret_env ({self.shared_secret_env})",
+                              "environment variable is not set; it holds the cXML Sender shared secret")
+        fields = self.model_dump(exclude={"shared_secret_env", "destination"})
+        return CxmlVendorProfile(**fields, shared_secret=SecretStr(secret))
 
 
 def payload_id(domain: str | None = None) -> str:
@@ -107,6 +137,9 @@ def render_order_request(po: PurchaseOrder, profile: CxmlVendorProfile, *, paylo
         if address_id:
             address = _sub(_sub(head, tag), "Address", addressID=address_id)
             _lang(_sub(address, "Name", address_id), "en")
+    if po.cost_center:
+        # cXML has no header cost-center element: an Extrinsic, last in OrderRequestHeader
+        _sub(head, "Extrinsic", po.cost_center, name=HEADER_COST_CENTER)
     for line in po.lines:
         attrs = {"quantity": str(line.quantity), "lineNumber": line.line_number}
         if line.need_by is not None:

@@ -126,9 +126,9 @@ def cxml_envelope(root: Any) -> tuple[str, str | None, str | None]:
     for child in root:
         name = local_name(child.tag)
         if name == "Header":
-            for ident in child.iterfind("{*}From/{*}Credential/{*}Identity"):
+            ident = _child_path(child, ("From", "Credential", "Identity"))
+            if ident is not None:
                 sender = (ident.text or "").strip() or None
-                break
         elif name in ("Request", "Message"):
             for inner in child:
                 inner_name = local_name(inner.tag)
@@ -138,6 +138,19 @@ def cxml_envelope(root: Any) -> tuple[str, str | None, str | None]:
         elif name == "Response":
             doc_type = "Response"
     return doc_type, root.get("payloadID"), sender
+
+
+def _child_path(el: Any, names: tuple[str, ...]) -> Any:
+    """The first element down ``names`` (local names, any namespace), or None.
+
+    A child walk, not ``iterfind("{*}From/...")``: ElementPath costs more per call
+    than the whole walk over a Header's few children (it runs once per document).
+    """
+    for name in names:
+        el = next((c for c in el if local_name(c.tag) == name), None)
+        if el is None:
+            return None
+    return el
 
 
 def _syntax_error(exc: etree.XMLSyntaxError, name: str, index: int | None) -> ParseError:
@@ -189,20 +202,17 @@ class XmlParser(Parser):
                              Position(file=name, line=root.sourceline, field=local_name(root.tag)))
 
     def _message(self, index: int, elem: Any, name: str) -> Message:
-        pos = Position(file=name, message=index, line=elem.sourceline, field=local_name(elem.tag))
-        kind = local_name(elem.tag)
+        root = kind = local_name(elem.tag)
         control: str | None = None
         sender: str | None = None
-        error: ParseError | None = None
         if kind == "cXML":
             kind, control, sender = cxml_envelope(elem)
-            if control:
-                pos = pos.with_(control=control)
-            if not kind:
-                kind = "cXML"
-                error = ParseError("cXML envelope has no Request, Message or Response element", pos)
-        return Message(index, kind, elem, pos, control_id=control, sender=sender, error=error,
-                       meta={"root": local_name(elem.tag)})
+        pos = Position(file=name, message=index, line=elem.sourceline, field=root, control=control or None)
+        error: ParseError | None = None
+        if not kind:
+            kind = "cXML"
+            error = ParseError("cXML envelope has no Request, Message or Response element", pos)
+        return Message(index, kind, elem, pos, control_id=control, sender=sender, error=error, meta={"root": root})
 
     # -- one document -------------------------------------------------------
 

@@ -11,7 +11,9 @@ folder never sees half a file, and a redelivery replaces the file with the
 same bytes. File names come from event payloads, i.e. from outside: a name
 with a path separator, ``..``, a NUL or a leading dot is refused (dead-lettered),
 so nothing is ever written outside the configured directory (Camel's
-"jail" rule for its file component).
+"jail" rule for its file component). A file event with ``data.secret_env`` has
+its credential filled in from that environment variable only now, at delivery
+(:func:`fill_secret`).
 """
 
 from __future__ import annotations
@@ -19,13 +21,17 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
+from xml.sax.saxutils import escape as xml_escape
 
 from pydantic import Field
 
 from bridge.errors import PermanentDelivery, RetryableDelivery
 from outbox.destinations.base import Destination, DestinationConfig, OutboxEvent, Receipt
 
-__all__ = ["FolderDestination", "FolderDestinationConfig", "safe_name"]
+__all__ = ["SECRET_SLOT", "FolderDestination", "FolderDestinationConfig", "fill_secret", "render_file", "safe_name"]
+
+#: stands for a credential in a stored file event whose ``data.secret_env`` names its variable
+SECRET_SLOT = "{{bridge:secret}}"
 
 
 class FolderDestinationConfig(DestinationConfig):
@@ -96,6 +102,21 @@ class FolderDestination(Destination):
         return Receipt(response=name)
 
 
+def fill_secret(content: str, env: str, *, event_id: str) -> str:
+    """``content`` with :data:`SECRET_SLOT` replaced by the XML-escaped value of ``$env``.
+
+    A document that must carry a credential (a cXML ``SharedSecret``) is stored
+    in the outbox with this slot instead, so the event feed, the database and its
+    backups never hold the secret; it exists only in the delivered file. An unset
+    variable is retried (an operator sets it; the backlog then drains), naming the
+    variable, never a value.
+    """
+    secret = os.environ.get(env)
+    if not secret:
+        raise RetryableDelivery(f"event {event_id}: environment variable {env} (the document's secret) is not set")
+    return content.replace(SECRET_SLOT, xml_escape(secret))
+
+
 def render_file(event: OutboxEvent, *, encoding: str, json_suffix: str) -> tuple[str, bytes]:
     """(file name, bytes) of an event for a file destination (folder, sftp).
 
@@ -110,6 +131,8 @@ def render_file(event: OutboxEvent, *, encoding: str, json_suffix: str) -> tuple
         content = data["content"]
         if not isinstance(content, str):
             raise PermanentDelivery(f"event {event.id}: data.content is not text")
+        if data.get("secret_env"):
+            content = fill_secret(content, str(data["secret_env"]), event_id=event.id)
         try:
             return name, content.encode(encoding)
         except UnicodeEncodeError:

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mappings.cxml_outbound import CxmlPartnerConfig
 from parsers.x12.tokenizer import Delimiters
 
 __all__ = ["PartnerConfig"]
@@ -39,6 +40,10 @@ class PartnerConfig(BaseModel):
     return_channel: str | None = None
     #: the ERP vendor code this partner is, so a PurchaseOrder finds its profile
     vendor: str | None = None
+    #: how a PurchaseOrder goes to this vendor: an X12 850, or a cXML 1.2 OrderRequest (needs ``cxml``)
+    po_format: Literal["x12_850", "cxml"] = "x12_850"
+    #: cXML credentials (the shared secret from an environment variable) and destination
+    cxml: CxmlPartnerConfig | None = None
     element_separator: str = Field("*", min_length=1, max_length=1)
     component_separator: str = Field(":", min_length=1, max_length=1)
     repetition_separator: str = Field("^", min_length=1, max_length=1)
@@ -48,6 +53,8 @@ class PartnerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> PartnerConfig:
+        if self.po_format == "cxml" and self.cxml is None:
+            raise ValueError("po_format cxml needs a cxml block (identities, shared_secret_env, destination)")
         chars = [self.element_separator, self.component_separator, self.repetition_separator,
                  self.segment_terminator]
         if len(set(chars)) != 4 or any(c.isalnum() or c.isspace() for c in chars):

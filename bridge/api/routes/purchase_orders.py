@@ -1,4 +1,5 @@
-"""``/v1/purchase-orders``: create a PO that goes to its vendor as an X12 850, and follow what comes back.
+"""``/v1/purchase-orders``: create a PO that goes to its vendor as an X12 850 or a cXML OrderRequest, and follow
+what comes back.
 
 **Create** (``POST``, scope ``purchase-orders:write``, ``Idempotency-Key``
 required, :mod:`bridge.api.idempotency`): the vendor, every line's item and
@@ -16,18 +17,25 @@ that subscribes to it, SFTP or folder), and the idempotency key. A PO number
 the vendor already has is a 409. The request's correlation id is stamped on
 the record and both events.
 
+A profile with ``po_format: cxml`` gets a cXML 1.2 OrderRequest instead of the
+850 (:func:`outbox.x12_outbound.emit_cxml_order`: event
+``purchase_order.cxml_order_request.created`` with the document as
+``filename`` + ``content``, routed only to the profile's ``cxml.destination``;
+the Sender shared secret is read from the environment variable the profile
+names, and a missing one is a 503 naming the variable, not a half-sent order).
+
 **Status** (``GET /{id}``, scope ``records:read``) is derived at read time from
 what is stored, never kept in a column, so a reprocessed or late document can
 only add to it. Timeline steps, in rank order (the status is the highest
 reached; ``rejected`` is final):
 
 - ``created``: the PO record;
-- ``sent``: the 850 event's delivery succeeded (``deliveries.delivered_at``);
+- ``sent``: the 850 (or cXML OrderRequest) event's delivery succeeded (``deliveries.delivered_at``);
 - ``accepted`` / ``rejected``: a functional acknowledgment (997/999) of our
   interchange: an event ``edi.functional_ack.received`` whose ``data`` names
   ``partner`` and ``interchange_control`` (or ``po_number``) and an AK9/IK5
-  ``status`` (A, E, P accepted; R rejected). No inbound 997/999 mapping emits
-  that event yet: this is the contract it should meet;
+  ``status`` (A, E, P accepted; R rejected), as the inbound mapping
+  ``x12_999`` (:mod:`mappings.x12_999`) emits it;
 - ``acknowledged`` (or ``rejected`` when BAK02 is RJ/RD): an 855
   (``purchase_order_ack`` records of this vendor and PO), with the per-line
   status of the latest one (X12 668: IA accepted, IR rejected, IB backordered ...);
@@ -46,18 +54,19 @@ from fastapi import APIRouter, Path, Request, Security
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, WithJsonSchema
-from sqlalchemy import Connection, exc, select, text
+from sqlalchemy import Connection, select, text
 
 from bridge.api.deps import DbDep, RecordsReader, SettingsDep, current_client
-from bridge.api.idempotency import IdempotencyKey, lookup, remember, replayed, request_hash
+from bridge.api.idempotency import IdempotencyKey, create_once
 from bridge.api.keys import Client
 from bridge.api.problems import Problem, responses
 from bridge.db import Database
 from bridge.db.tables import crosswalks, deliveries, events, records
+from bridge.errors import ConfigError
 from bridge.logging import current_correlation_id
 from mappings.canonical import PurchaseOrder, PurchaseOrderLine
 from outbox.writer import Origin, write_records
-from outbox.x12_outbound import emit_850
+from outbox.x12_outbound import CXML_ORDER_EVENT, emit_850, emit_cxml_order
 from parsers.x12.partners import PartnerConfig
 
 __all__ = ["PurchaseOrderCreate", "PurchaseOrderPublic", "decimal_schema", "router", "validate_codes"]
@@ -232,11 +241,12 @@ def _build(body: PurchaseOrderCreate, conn: Connection) -> PurchaseOrder:
 
 @router.post("", status_code=201, response_model=PurchaseOrderPublic, summary="Create a purchase order",
              description="Validates vendor, items and cost centers against the crosswalks, stores the PO and "
-                         "queues an X12 850 for the vendor's trading partner, all in one transaction. "
+                         "queues an X12 850 (or, for a vendor with `po_format: cxml`, a cXML OrderRequest) for the vendor's "
+                         "trading partner, all in one transaction. "
                          "`Idempotency-Key` is required: a retry with the same key and body returns the first "
                          "response (header `Idempotent-Replayed: true`); the same key with another body is a "
                          "422. Needs `purchase-orders:write`.",
-             responses=responses(401, 403, 409, 422, 429))
+             responses=responses(401, 403, 409, 422, 429, 503))
 def create_purchase_order(
     request: Request,
     body: PurchaseOrderCreate,
@@ -245,34 +255,31 @@ def create_purchase_order(
     db: DbDep,
     settings: SettingsDep,
 ) -> JSONResponse:
-    digest = request_hash(body.model_dump(mode="json"))
     correlation_id = current_correlation_id()
-    try:
-        with db.write() as conn:
-            hit = lookup(conn, client.id, idempotency_key, digest)
-            if hit is not None:
-                return replayed(*hit, headers={"Location": f"{request.url.path}/{hit[1].get('id')}"})
-            po = _build(body, conn)
-            partner_name, partner = _partner_for(settings, po.vendor)
-            if conn.execute(select(records.c.id).where(records.c.type == PurchaseOrder.record_type,
-                                                       records.c.natural_key == po.natural_key())).first():
-                raise Problem(409, f"vendor {po.vendor!r} already has purchase order {po.po_number!r}; a change "
-                              "is a new PO number (or a new Idempotency-Key is not a retry)",
-                              slug="purchase-order-exists", title="Purchase order exists")
-            write_records(db, conn, [(po, Origin(channel="api", correlation_id=correlation_id))])
-            emit_850(db, conn, po, partner_name, partner, correlation_id=correlation_id)
-            public = _public(db, conn, po.natural_key())
-            content = jsonable_encoder(public)
-            remember(conn, client.id, idempotency_key, digest, 201, content)
-    except exc.IntegrityError:
-        # a concurrent request with the same key (or PO number) committed first: answer as it did
-        with db.read() as conn:
-            hit = lookup(conn, client.id, idempotency_key, digest)
-        if hit is None:
-            raise Problem(409, "a concurrent request created this purchase order first", slug="purchase-order-exists",
-                          title="Purchase order exists") from None
-        return replayed(*hit)
-    return JSONResponse(content, status_code=201, headers={"Location": f"{request.url.path}/{public.id}"})
+
+    def create(conn: Connection) -> dict[str, Any]:
+        po = _build(body, conn)
+        partner_name, partner = _partner_for(settings, po.vendor)
+        if conn.execute(select(records.c.id).where(records.c.type == PurchaseOrder.record_type,
+                                                   records.c.natural_key == po.natural_key())).first():
+            raise Problem(409, f"vendor {po.vendor!r} already has purchase order {po.po_number!r}; a change "
+                          "is a new PO number (or a new Idempotency-Key is not a retry)",
+                          slug="purchase-order-exists", title="Purchase order exists")
+        write_records(db, conn, [(po, Origin(channel="api", correlation_id=correlation_id))])
+        emit = emit_cxml_order if partner.po_format == "cxml" else emit_850
+        try:
+            emit(db, conn, po, partner_name, partner, correlation_id=correlation_id)
+        except ConfigError as err:
+            # the vendor's cXML shared secret is not in the environment: an operator's fix, not the client's
+            raise Problem(503, f"purchase orders to vendor {po.vendor!r} cannot be sent: {err.key} is not "
+                          "configured", slug="vendor-not-configured", title="Vendor not configured") from None
+        content: dict[str, Any] = jsonable_encoder(_public(db, conn, po.natural_key()))
+        return content
+
+    # a concurrent request with the same key (or PO number) that commits first is answered as it was
+    return create_once(db, client.id, idempotency_key, body, create, collection=request.url.path,
+                       conflict=Problem(409, "a concurrent request created this purchase order first",
+                                        slug="purchase-order-exists", title="Purchase order exists"))
 
 
 def _events_of(conn: Connection, natural_key: str) -> list[Any]:
@@ -296,7 +303,7 @@ def _public(db: Database, conn: Connection, natural_key: str) -> PurchaseOrderPu
     partner = interchange = None
     sent_seq: dict[int, str] = {}
     for e in _events_of(conn, natural_key):
-        if e.event_type == EVENT_850:
+        if e.event_type in (EVENT_850, CXML_ORDER_EVENT):
             data = orjson.loads(e.payload).get("data", {})
             partner, interchange = data.get("partner"), data.get("interchange_control")
             sent_seq[e.seq] = e.id
