@@ -2,25 +2,37 @@
 
 Per backend: N synthetic inventory-movement records and their N events are
 bulk-loaded (``sqlite3`` executemany / PostgreSQL ``COPY``, after the real
-migrations), the API is served by uvicorn in its own process on 127.0.0.1
-(one worker, as ``bridge run`` does), and a separate load process (httpx,
-``--concurrency`` threads with one keep-alive connection each) walks pages for
-``--seconds``: half the threads follow ``/v1/records/inventory-movements``
-cursors, half follow ``/v1/events``, each starting at a random depth and
-wrapping at the end. It prints requests/s, records/s and p50/p99 latency per
-backend, then page latency at a shallow cursor (the first pages) and a deep
-one (the last pages), sequentially, to show keyset paging costs the same at
-any depth.
+migrations), and the API is served on 127.0.0.1 by :func:`bridge.api.server.serve`
+in its own process with ``--workers`` API worker processes (``api.workers``).
+A separate load process then walks pages for ``--seconds``, twice:
+
+- **closed loop** (saturation): ``--connections`` connections, each sending its
+  next request as soon as the last is answered: the requests/s the server
+  sustains, and the latency at that load;
+- **paced** (open loop) at ``--rate`` requests/s: the latency AT that rate,
+  which is what issue 8's target is about. A send slot missed by more than
+  5 ms counts as "late" (the server could not keep the rate).
+
+Half the load follows ``/v1/records/inventory-movements`` cursors, half
+``/v1/events``, starting at a random depth and wrapping at the end. The load
+generator is wrk (Debian ``wrk``, C, with ``bench/api_pages.lua``), so it costs
+little of the CPU the server needs; without wrk a Python (httpx) generator runs
+instead and says so. For each run it prints requests/s, records/s, p50/p99,
+and the server's CPU time per page (user + system of the server processes,
+from ``/proc``, divided by the requests served): the figure that does not
+depend on how busy the machine is. Then page latency at a shallow cursor (the
+first pages) and a deep one (the last pages), sequentially, to show keyset
+paging costs the same at any depth.
 
 Usage::
 
-    .venv/bin/python bench/api.py [--records 1000000] [--seconds 30] [--concurrency 8]
-                                  [--backends sqlite,postgresql]
+    .venv/bin/python bench/api.py [--records 1000000] [--seconds 30] [--rate 500] [--workers 2]
+                                  [--connections 16] [--backends sqlite,postgresql] [--generator wrk|python]
 
 Issue 8's target: p99 < 50 ms at 500 requests/s of 100-record pages on
 PostgreSQL, page latency independent of depth. The machine has 2 cores shared
-with several engineers, and the load process shares them with the server:
-figures are noisy and a floor, not a ceiling.
+with several engineers, and the load process shares them with the server and
+the database: figures are noisy and a floor, not a ceiling.
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import socket
 import sqlite3
 import statistics
@@ -129,14 +142,15 @@ def load_postgres(url: str, schema: str, n: int) -> None:
 # -- server ----------------------------------------------------------------------------------------
 
 SERVER = r"""
-import sys, uvicorn
-from bridge.api.app import create_app
+import sys
+from bridge.api.server import serve
 from bridge.db import Database
 from bridge.settings import Settings
-url, port, data_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-settings = Settings.model_validate({"data_dir": data_dir, "database_url": url, "api": {"rate_limit_per_minute": None}})
-db = Database(url)
-uvicorn.run(create_app(settings, db), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+url, port, data_dir, workers = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+# WARNING: no access-log line per request (bridge run logs them at INFO)
+settings = Settings.model_validate({"data_dir": data_dir, "database_url": url, "log_level": "WARNING",
+                                   "api": {"rate_limit_per_minute": None, "workers": workers}})
+serve(settings, Database(url), host="127.0.0.1", port=port)
 """
 
 
@@ -146,9 +160,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve(url: str, data_dir: str) -> tuple[subprocess.Popen, str]:
+def serve(url: str, data_dir: str, workers: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, url, str(port), data_dir], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, url, str(port), data_dir, str(workers)], cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     base = f"http://127.0.0.1:{port}"
     import httpx
@@ -166,50 +180,103 @@ def serve(url: str, data_dir: str) -> tuple[subprocess.Popen, str]:
     raise SystemExit("the API server did not come up")
 
 
-# -- load (runs in its own process: python bench/api.py --load ...) ------------------------------
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its descendants so far (Linux ``/proc``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
 
-def load_main(base: str, key: str, seconds: float, concurrency: int, n: int) -> None:
-    import httpx
 
+# -- load generators (each runs in its own process) ------------------------------------------------
+
+LUA = Path(__file__).with_name("api_pages.lua")
+
+
+def start_cursor(n: int, seed: int) -> tuple[str, int]:
+    """A records cursor and an event seq at a random depth."""
     from bridge.api.deps import encode_cursor
 
-    lat: list[list[float]] = [[] for _ in range(concurrency)]
-    got = [0] * concurrency
-    errors = [0] * concurrency
-    stop = time.perf_counter() + seconds
+    rnd = random.Random(seed)
+    return encode_cursor("rec", rnd.randrange(1, n)), rnd.randrange(n)
+
+
+def run_wrk(base: str, key: str, seconds: float, connections: int, rate: int, n: int) -> dict[str, float]:
+    cursor, after = start_cursor(n, rate)
+    threads = 2
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{max(connections, threads)}", f"-d{seconds:.0f}s",
+                          "--timeout", "10s", "-s", str(LUA), base, "--", key, str(rate), str(threads), cursor,
+                          str(after)], capture_output=True, text=True, check=True)
+    return json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
+
+
+def python_load(base: str, key: str, seconds: float, connections: int, rate: int, n: int) -> None:
+    """The fallback generator: httpx threads, closed loop (rate 0) or paced; prints one JSON line."""
+    import httpx
+
+    lat: list[list[float]] = [[] for _ in range(connections)]
+    got = [0] * connections
+    errors = [0] * connections
+    late = [0] * connections
+    interval = connections / rate if rate else 0.0
+    begin = time.perf_counter()
+    stop = begin + seconds
+    cursor, after = start_cursor(n, rate)
 
     def worker(w: int) -> None:
-        rnd = random.Random(w)
         feed = w % 2 == 1
-        pos = rnd.randrange(n)
+        pos: str | int = after if feed else cursor
+        slot = begin + w * interval / connections
         with httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=30) as client:
             while time.perf_counter() < stop:
-                if feed:
-                    url = f"/v1/events?after={pos}&limit={PAGE}"
-                else:
-                    after = encode_cursor("rec", pos) if pos else ""
-                    url = f"/v1/records/inventory-movements?limit={PAGE}&after={after}"
+                if interval:
+                    wait = slot - time.perf_counter()
+                    if wait > 0:
+                        time.sleep(wait)
+                    elif wait < -0.005:
+                        late[w] += 1
+                    slot += interval
+                url = f"/v1/events?after={pos}&limit={PAGE}" if feed else \
+                    f"/v1/records/inventory-movements?limit={PAGE}&after={pos}"
                 t0 = time.perf_counter()
                 resp = client.get(url)
                 lat[w].append(time.perf_counter() - t0)
                 if resp.status_code != 200:
                     errors[w] += 1
                     continue
-                items = resp.json()["items"]
-                got[w] += len(items)
-                pos = pos + PAGE if len(items) == PAGE else 0
+                page = resp.json()
+                got[w] += len(page["items"])
+                if feed:
+                    pos = page["next_cursor"] if page["items"] else 0
+                else:
+                    pos = page["next_cursor"] or ""
 
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(concurrency)]
-    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(connections)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - t0
+    elapsed = time.perf_counter() - begin
     every = sorted(x for per in lat for x in per)
-    print(json.dumps({"requests": len(every), "records": sum(got), "errors": sum(errors), "seconds": elapsed,
+    print(json.dumps({"requests": len(every), "records": sum(got), "errors": sum(errors), "socket_errors": 0,
+                      "late": sum(late), "seconds": elapsed,
                       "p50_ms": 1000 * every[len(every) // 2] if every else None,
                       "p99_ms": 1000 * every[int(len(every) * 0.99)] if every else None}))
+
+
+def run_python(base: str, key: str, seconds: float, connections: int, rate: int, n: int) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, "--load", base, key, str(seconds), str(connections), str(rate),
+                          str(n)], capture_output=True, text=True, cwd=ROOT, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def depth_latency(base: str, key: str, n: int, pages: int = 40) -> dict[str, float]:
@@ -239,21 +306,16 @@ def depth_latency(base: str, key: str, n: int, pages: int = 40) -> dict[str, flo
 
 # -- driver ----------------------------------------------------------------------------------------
 
-def run_backend(backend: str, n: int, seconds: float, concurrency: int, tmp: Path) -> dict[str, object]:
+def prepare(backend: str, n: int, tmp: Path) -> tuple[str, str | None, float]:
+    """A migrated database of ``backend`` holding ``n`` records and events: (url, PostgreSQL schema, load s)."""
     from sqlalchemy import create_engine, text
 
-    from bridge.api.keys import create_client
     from bridge.db import Database
 
     schema = None
     if backend == "sqlite":
         path = tmp / "bench.db"
         url = f"sqlite:///{path}"
-        db = Database(url)
-        db.upgrade()
-        db.dispose()
-        t0 = time.perf_counter()
-        load_sqlite(path, n)
     else:
         schema = f"bench_api_{uuid.uuid4().hex[:8]}"
         eng = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
@@ -262,55 +324,88 @@ def run_backend(backend: str, n: int, seconds: float, concurrency: int, tmp: Pat
         eng.dispose()
         sep = "&" if "?" in PG_URL else "?"
         url = f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-        db = Database(url)
-        db.upgrade()
-        db.dispose()
-        t0 = time.perf_counter()
-        load_postgres(url, schema, n)
-    loaded = time.perf_counter() - t0
     db = Database(url)
-    _, key = create_client(db, "bench", ["records:read", "events:read"])
+    db.upgrade()
     db.dispose()
-    proc, base = serve(url, str(tmp / backend))
+    t0 = time.perf_counter()
+    if schema is None:
+        load_sqlite(tmp / "bench.db", n)
+    else:
+        load_postgres(url, schema, n)
+    return url, schema, time.perf_counter() - t0
+
+
+def drop_schema(schema: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    eng = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with eng.connect() as conn:
+        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    eng.dispose()
+
+
+def run_backend(backend: str, args: argparse.Namespace, generate, tmp: Path) -> dict[str, object]:
+    from bridge.api.keys import create_client
+    from bridge.db import Database
+
+    url, schema, loaded = prepare(backend, args.records, tmp)
     try:
-        depth = depth_latency(base, key, n)
-        out = subprocess.run([sys.executable, __file__, "--load", base, key, str(seconds), str(concurrency), str(n)],
-                             capture_output=True, text=True, cwd=ROOT, check=True)
-        load = json.loads(out.stdout.strip().splitlines()[-1])
+        db = Database(url)
+        _, key = create_client(db, "bench", ["records:read", "events:read"])
+        db.dispose()
+        proc, base = serve(url, str(tmp / backend), args.workers)
+        try:
+            out: dict[str, object] = {"load_seconds": round(loaded, 1), **depth_latency(base, key, args.records)}
+            for name, rate in (("closed", 0), ("paced", args.rate)):
+                cpu0 = cpu_seconds(proc.pid)
+                r = generate(base, key, args.seconds, args.connections, rate, args.records)
+                r["cpu_ms_per_page"] = 1000 * (cpu_seconds(proc.pid) - cpu0) / max(1, r["requests"])
+                out[name] = r
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
         if schema is not None:
-            eng = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-            with eng.connect() as conn:
-                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-            eng.dispose()
-    return {"backend": backend, "records_stored": n, "load_seconds": round(loaded, 1), **load, **depth}
+            drop_schema(schema)
+    return out
+
+
+def report(name: str, r: dict[str, float]) -> str:
+    return (f"  {name}: {r['requests'] / r['seconds']:,.0f} requests/s  {r['records'] / r['seconds']:,.0f} records/s  "
+            f"p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms  errors {r['errors'] + r['socket_errors']}  "
+            f"late sends {r['late']}  server CPU {r['cpu_ms_per_page']:.2f} ms/page")
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--load":
-        base, key, seconds, concurrency, n = sys.argv[2:7]
-        load_main(base, key, float(seconds), int(concurrency), int(n))
+        base, key, seconds, connections, rate, n = sys.argv[2:8]
+        python_load(base, key, float(seconds), int(connections), int(rate), int(n))
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--seconds", type=float, default=30.0)
-    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--rate", type=int, default=500, help="requests/s of the paced run")
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=2, help="API worker processes (api.workers)")
     ap.add_argument("--backends", default="sqlite,postgresql")
+    ap.add_argument("--generator", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python")
     args = ap.parse_args()
-    print(f"{args.records:,} records + {args.records:,} events stored; {args.concurrency} load threads for "
-          f"{args.seconds:.0f} s; pages of {PAGE}. Shared 2-core machine: noisy figures.")
+    generate = run_wrk if args.generator == "wrk" else run_python
+    print(f"{args.records:,} records + {args.records:,} events stored; pages of {PAGE}; {args.workers} API workers; "
+          f"load generator: {'wrk (bench/api_pages.lua)' if args.generator == 'wrk' else 'python (httpx threads)'}, "
+          f"{args.connections} connections, {args.seconds:.0f} s closed loop then {args.seconds:.0f} s paced at "
+          f"{args.rate} requests/s. Load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
+          "(shared machine: noisy figures).")
     for backend in args.backends.split(","):
         with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
-            r = run_backend(backend, args.records, args.seconds, args.concurrency, Path(tmp))
-        rps = r["requests"] / r["seconds"]
+            r = run_backend(backend, args, generate, Path(tmp))
         print(f"\n{backend}: loaded in {r['load_seconds']} s")
-        print(f"  {rps:,.0f} requests/s  {r['records'] / r['seconds']:,.0f} records/s  "
-              f"p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms  errors {r['errors']}")
+        print(report("closed loop", r["closed"]))  # type: ignore[arg-type]
+        print(report(f"paced at {args.rate}/s", r["paced"]))  # type: ignore[arg-type]
         print(f"  page p50, shallow vs deep: records {r['records_shallow_p50_ms']:.1f} / "
               f"{r['records_deep_p50_ms']:.1f} ms, events {r['events_shallow_p50_ms']:.1f} / "
               f"{r['events_deep_p50_ms']:.1f} ms")
+        print(f"  load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from fastapi import APIRouter, FastAPI
 from bridge.api import console, problems
 from bridge.api.context import RequestContextMiddleware, RouteTemplates
 from bridge.api.metrics import Metrics
-from bridge.api.ratelimit import RateLimiter
+from bridge.api.ratelimit import BucketTable, RateLimiter
 from bridge.api.routes import charges as charges_route
 from bridge.api.routes import crosswalks as crosswalks_route
 from bridge.api.routes import cxml, destinations, events, failures, health, inbound, records
@@ -46,8 +46,8 @@ route names the scope it needs. Fields holding patient identifiers are masked
 
 Every error is `application/problem+json` (RFC 9457).
 
-Each client has a rate limit (requests per minute, a token bucket per client
-in each bridge process): over it, a 429 with `Retry-After`. Send
+Each client has a rate limit (requests per minute, a token bucket per client,
+shared by the API workers of one bridge process): over it, a 429 with `Retry-After`. Send
 `X-Correlation-ID` (1-64 of `A-Z a-z 0-9 . _ : -`) to tie your calls to what
 they cause: it is returned, logged, stamped on the records and events a POST
 writes, and `GET /v1/traces/{id}` follows it. Every response carries
@@ -61,8 +61,13 @@ fields they do not know.
 """
 
 
-def create_app(settings: Settings, db: Database, runtime: Any = None) -> FastAPI:
-    """Build the API for ``settings`` over ``db``; ``runtime`` (optional) feeds ``/healthz``."""
+def create_app(settings: Settings, db: Database, runtime: Any = None, *,
+               rate_buckets: BucketTable | None = None) -> FastAPI:
+    """Build the API for ``settings`` over ``db``; ``runtime`` (optional) feeds ``/healthz``.
+
+    ``rate_buckets``: the rate limiter's table, when it is shared with other
+    worker processes (:mod:`bridge.api.server`); by default this app's own.
+    """
     app = FastAPI(
         title="bridge",
         version=API_VERSION,
@@ -81,22 +86,22 @@ def create_app(settings: Settings, db: Database, runtime: Any = None) -> FastAPI
     app.state.runtime = runtime
     problems.install(app)
     # managed API (issue 8): per-client token buckets, request/correlation ids, Prometheus metrics
-    app.state.rate_limiter = RateLimiter(settings.api.rate_limit_per_minute)
+    app.state.rate_limiter = RateLimiter(settings.api.rate_limit_per_minute, buckets=rate_buckets)
     app.state.metrics = Metrics(db)
     app.add_middleware(RequestContextMiddleware, templates=RouteTemplates(lambda: app.openapi()["paths"]),
                        metrics=app.state.metrics)  # outermost: ids on every response
-    app.include_router(metrics_route.router)
-    app.include_router(traces_route.router, prefix=f"/{API_VERSION}")
-    app.include_router(items_route.router, prefix=f"/{API_VERSION}")
-    app.include_router(purchase_orders_route.router, prefix=f"/{API_VERSION}")
-    app.include_router(charges_route.router, prefix=f"/{API_VERSION}")
-
+    # routes are matched in order: the paged reads that carry the load first (no two routers share a path)
     v1 = APIRouter(prefix=f"/{API_VERSION}")
     for module in (records, events, inbound, failures, destinations, cxml):
         v1.include_router(module.router)
     v1.include_router(operators_route.router)  # issue 9: operator actions, jobs, audit
     v1.include_router(crosswalks_route.router)  # issue 9: crosswalks
+    app.include_router(v1)
+    app.include_router(metrics_route.router)
+    app.include_router(traces_route.router, prefix=f"/{API_VERSION}")
+    app.include_router(items_route.router, prefix=f"/{API_VERSION}")
+    app.include_router(purchase_orders_route.router, prefix=f"/{API_VERSION}")
+    app.include_router(charges_route.router, prefix=f"/{API_VERSION}")
     app.include_router(health.router)
     app.include_router(console.router)  # issue 9: operator console at /console
-    app.include_router(v1)
     return app

@@ -23,15 +23,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import orjson
-from fastapi import APIRouter, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, Form, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import delete, insert, select
 
@@ -53,7 +55,6 @@ LOGIN_CSRF_COOKIE = "bridge_login_csrf"
 SESSION_TTL = timedelta(hours=8)
 PAGE = 50
 
-router = APIRouter(prefix="/console", include_in_schema=False)
 
 
 @dataclass
@@ -117,16 +118,65 @@ def _page(request: Request, sess: Session, name: str, **ctx: Any) -> HTMLRespons
     return templates.TemplateResponse(request, name, {"sess": sess, "csrf": sess.csrf, **ctx})
 
 
-def _guard(request: Request, csrf: str | None, *, write: bool = True) -> Session | Response:
+class _Answer(Exception):
+    """Raised by a console dependency to answer the request at once with ``response`` (login page, refusal)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__()
+        self.response = response
+
+
+class _ConsoleRoute(APIRoute):
+    """A console route: an :class:`_Answer` is sent as it is, an ``OpsError`` as the error page.
+
+    So each page states what it needs in its signature (:data:`SignedIn`,
+    :data:`FormSession`, :data:`Operator`) and calls :mod:`bridge.ops` plainly.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except _Answer as answer:
+                return answer.response
+            except ops.OpsError as exc:
+                return _refuse(request, getattr(request.state, "console_session", None), exc.status, str(exc))
+
+        return handle
+
+
+def _signed_in(request: Request) -> Session:
+    """The request's session; without one, the answer is the login page."""
     sess = _session(request)
     if sess is None:
-        return _to_login(request)
-    if not _csrf_ok(sess, csrf):
-        return _refuse(request, sess, 403, "The form's security token is missing or wrong. Reload the page and "
-                                           "try again.")
-    if write and not sess.can_write:
-        return _refuse(request, sess, 403, "Your key lacks the scope ops:write that this action needs.")
+        raise _Answer(_to_login(request))
+    request.state.console_session = sess
     return sess
+
+
+def _form_session(request: Request, sess: Annotated[Session, Depends(_signed_in)],
+                  csrf: Annotated[str, Form()] = "") -> Session:
+    """The session of a form POST that carries the session's CSRF token; a 403 page otherwise."""
+    if not _csrf_ok(sess, csrf):
+        raise _Answer(_refuse(request, sess, 403, "The form's security token is missing or wrong. Reload the page "
+                                                  "and try again."))
+    return sess
+
+
+def _operator(request: Request, sess: Annotated[Session, Depends(_form_session)]) -> Session:
+    """:func:`_form_session` of a key that may act (``ops:write``); a 403 page otherwise."""
+    if not sess.can_write:
+        raise _Answer(_refuse(request, sess, 403, "Your key lacks the scope ops:write that this action needs."))
+    return sess
+
+
+SignedIn = Annotated[Session, Depends(_signed_in)]
+FormSession = Annotated[Session, Depends(_form_session)]
+Operator = Annotated[Session, Depends(_operator)]
+
+router = APIRouter(prefix="/console", include_in_schema=False, route_class=_ConsoleRoute)
 
 
 def _secure(request: Request) -> bool:
@@ -186,10 +236,7 @@ def login(request: Request, key: str = Form(""), csrf: str = Form(""), next: str
 
 
 @router.post("/logout")
-def logout(request: Request, csrf: str = Form("")) -> Response:
-    sess = _guard(request, csrf, write=False)
-    if not isinstance(sess, Session):
-        return sess
+def logout(request: Request, sess: FormSession) -> Response:
     db = _db(request)
     with db.write() as conn:
         conn.execute(delete(console_sessions).where(
@@ -204,19 +251,13 @@ def logout(request: Request, csrf: str = Form("")) -> Response:
 
 
 @router.get("", response_class=HTMLResponse)
-def dashboard(request: Request) -> Response:
-    sess = _session(request)
-    if sess is None:
-        return _to_login(request)
+def dashboard(request: Request, sess: SignedIn) -> Response:
     data = ops.dashboard(_db(request), request.app.state.settings)
     return _page(request, sess, "dashboard.html", data=data, categories=ops.CATEGORIES)
 
 
 @router.post("/replay")
-def replay(request: Request, destination: str = Form(...), reason: str = Form(""), csrf: str = Form("")) -> Response:
-    sess = _guard(request, csrf)
-    if not isinstance(sess, Session):
-        return sess
+def replay(request: Request, sess: Operator, destination: str = Form(...), reason: str = Form("")) -> Response:
     if destination not in request.app.state.settings.destinations:
         return _refuse(request, sess, 404, "No such destination is configured.")
     from outbox import relay
@@ -245,10 +286,7 @@ def _filter(params: Any) -> tuple[ops.FailureFilter, dict[str, str]]:
 
 
 @router.get("/failures", response_class=HTMLResponse)
-def failures_page(request: Request) -> Response:
-    sess = _session(request)
-    if sess is None:
-        return _to_login(request)
+def failures_page(request: Request, sess: SignedIn) -> Response:
     flt, keep = _filter(request.query_params)
     before = request.query_params.get("before")
     before_id = int(before) if before and before.isdigit() else None
@@ -289,14 +327,8 @@ def _excerpt(ctx: ops.OpsContext, channel: str, sha: str, pos: dict[str, Any], p
 
 
 @router.post("/failures/{failure_id}/reprocess")
-def reprocess_one(request: Request, failure_id: int, csrf: str = Form(""), back: str = Form("")) -> Response:
-    sess = _guard(request, csrf)
-    if not isinstance(sess, Session):
-        return sess
-    try:
-        s = ops.reprocess_one(get_ops(request), failure_id, actor=sess.actor)
-    except ops.OpsError as exc:
-        return _refuse(request, sess, exc.status, str(exc))
+def reprocess_one(request: Request, sess: Operator, failure_id: int, back: str = Form("")) -> Response:
+    s = ops.reprocess_one(get_ops(request), failure_id, actor=sess.actor)
     notice = f"failure {failure_id}: " + ("resolved" if s.resolved else "failed again" if s.failed_again else
                                           "busy in another process")
     return _back(back, notice)
@@ -309,24 +341,15 @@ def _back(back: str, notice: str) -> RedirectResponse:
 
 
 @router.post("/failures/{failure_id}/status")
-def set_status(request: Request, failure_id: int, status: str = Form(...), reason: str = Form(""),
-               csrf: str = Form(""), back: str = Form("")) -> Response:
-    sess = _guard(request, csrf)
-    if not isinstance(sess, Session):
-        return sess
-    try:
-        ops.set_failure_status(_db(request), failure_id, status, actor=sess.actor, reason=reason)
-    except ops.OpsError as exc:
-        return _refuse(request, sess, exc.status, str(exc))
+def set_status(request: Request, sess: Operator, failure_id: int, status: str = Form(...), reason: str = Form(""),
+               back: str = Form("")) -> Response:
+    ops.set_failure_status(_db(request), failure_id, status, actor=sess.actor, reason=reason)
     return _back(back, f"failure {failure_id} {status}")
 
 
 @router.post("/failures/reprocess")
-def reprocess_matching(request: Request, csrf: str = Form(""), channel: str = Form(""), category: str = Form(""),
+def reprocess_matching(request: Request, sess: Operator, channel: str = Form(""), category: str = Form(""),
                        partner: str = Form(""), hours: str = Form(""), reason: str = Form("")) -> Response:
-    sess = _guard(request, csrf)
-    if not isinstance(sess, Session):
-        return sess
     flt, keep = _filter({"channel": channel, "category": category, "partner": partner, "hours": hours,
                          "status": "open"})
     job = ops.start_reprocess_job(get_ops(request), get_jobs(request), flt.conditions(), actor=sess.actor,
@@ -335,10 +358,7 @@ def reprocess_matching(request: Request, csrf: str = Form(""), channel: str = Fo
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job_page(request: Request, job_id: str) -> Response:
-    sess = _session(request)
-    if sess is None:
-        return _to_login(request)
+def job_page(request: Request, sess: SignedIn, job_id: str) -> Response:
     job = get_jobs(request).get(job_id)
     if job is None:
         return _refuse(request, sess, 404, "No such job in this process (jobs are kept in memory).")
@@ -357,10 +377,7 @@ def job_json(request: Request, job_id: str) -> Response:
 
 
 @router.post("/jobs/{job_id}/cancel")
-def job_cancel(request: Request, job_id: str, csrf: str = Form("")) -> Response:
-    sess = _guard(request, csrf)
-    if not isinstance(sess, Session):
-        return sess
+def job_cancel(request: Request, sess: Operator, job_id: str) -> Response:
     if get_jobs(request).cancel(job_id) is None:
         return _refuse(request, sess, 404, "No such job in this process.")
     with _db(request).write() as conn:
@@ -372,14 +389,8 @@ def job_cancel(request: Request, job_id: str, csrf: str = Form("")) -> Response:
 
 
 @router.get("/inbound/{inbound_id}/resubmit", response_class=HTMLResponse)
-def resubmit_form(request: Request, inbound_id: int) -> Response:
-    sess = _session(request)
-    if sess is None:
-        return _to_login(request)
-    try:
-        t = ops.trace(_db(request), inbound_id)
-    except ops.OpsError as exc:
-        return _refuse(request, sess, exc.status, str(exc))
+def resubmit_form(request: Request, sess: SignedIn, inbound_id: int) -> Response:
+    t = ops.trace(_db(request), inbound_id)
     content = None
     f = t["file"]
     if sess.phi and f.size <= 1024 * 1024:
@@ -390,22 +401,16 @@ def resubmit_form(request: Request, inbound_id: int) -> Response:
 
 
 @router.post("/inbound/{inbound_id}/resubmit")
-async def resubmit(request: Request, inbound_id: int) -> Response:
+async def resubmit(request: Request, sess: Operator, inbound_id: int) -> Response:
     form = await request.form()
-    sess = _guard(request, str(form.get("csrf") or ""))
-    if not isinstance(sess, Session):
-        return sess
     upload = form.get("file")
     data = b""
     if isinstance(upload, UploadFile) or hasattr(upload, "read"):
         data = await upload.read()  # type: ignore[union-attr]
     if not data and form.get("content"):
         data = _restore_line_endings(get_ops(request), inbound_id, str(form.get("content")))
-    try:
-        out = ops.resubmit(get_ops(request), inbound_id, data, actor=sess.actor,
-                           reason=str(form.get("reason") or "") or None)
-    except ops.OpsError as exc:
-        return _refuse(request, sess, exc.status, str(exc))
+    out = ops.resubmit(get_ops(request), inbound_id, data, actor=sess.actor,
+                       reason=str(form.get("reason") or "") or None)
     return RedirectResponse(f"/console/trace/{out['new_inbound_id']}?" + urlencode(
         {"notice": f"resubmitted as inbound file {out['new_inbound_id']}: {out['status']}"}), status_code=303)
 
@@ -433,10 +438,7 @@ def _restore_line_endings(ctx: ops.OpsContext, inbound_id: int, text: str) -> by
 
 
 @router.get("/crosswalks", response_class=HTMLResponse)
-def crosswalks_page(request: Request) -> Response:
-    sess = _session(request)
-    if sess is None:
-        return _to_login(request)
+def crosswalks_page(request: Request, sess: SignedIn) -> Response:
     p = request.query_params
     kind, q = p.get("kind") or "", p.get("q") or ""
     db = _db(request)
@@ -455,65 +457,41 @@ def _after_change(kind: str, out: dict[str, Any]) -> RedirectResponse:
 
 
 @router.post("/crosswalks/add")
-def crosswalk_add(request: Request, kind: str = Form(...), source_code: str = Form(""), target_code: str = Form(""),
-                  description: str = Form(""), reason: str = Form(""), csrf: str = Form("")) -> Response:
-    sess = _guard(request, csrf)
-    if not isinstance(sess, Session):
-        return sess
-    try:
-        out = ops.crosswalk_add(_db(request), kind, [{"source_code": source_code.strip(),
-                                                      "target_code": target_code.strip(),
-                                                      "description": description.strip()}],
-                                actor=sess.actor, reason=reason or None)
-    except ops.OpsError as exc:
-        return _refuse(request, sess, exc.status, str(exc))
+def crosswalk_add(request: Request, sess: Operator, kind: str = Form(...), source_code: str = Form(""),
+                  target_code: str = Form(""), description: str = Form(""), reason: str = Form("")) -> Response:
+    out = ops.crosswalk_add(_db(request), kind, [{"source_code": source_code.strip(),
+                                                  "target_code": target_code.strip(),
+                                                  "description": description.strip()}],
+                            actor=sess.actor, reason=reason or None)
     return _after_change(kind, out)
 
 
 @router.post("/crosswalks/import")
-async def crosswalk_import(request: Request) -> Response:
+async def crosswalk_import(request: Request, sess: Operator) -> Response:
     form = await request.form()
-    sess = _guard(request, str(form.get("csrf") or ""))
-    if not isinstance(sess, Session):
-        return sess
     kind = str(form.get("kind") or "")
     upload = form.get("file")
     data = await upload.read() if hasattr(upload, "read") else b""  # type: ignore[union-attr]
-    try:
-        out = ops.crosswalk_import(_db(request), kind, data.decode("utf-8-sig", "replace"), actor=sess.actor,
-                                   reason=str(form.get("reason") or "") or None,
-                                   where=f"upload {getattr(upload, 'filename', '')}")
-    except ops.OpsError as exc:
-        return _refuse(request, sess, exc.status, str(exc))
+    out = ops.crosswalk_import(_db(request), kind, data.decode("utf-8-sig", "replace"), actor=sess.actor,
+                               reason=str(form.get("reason") or "") or None,
+                               where=f"upload {getattr(upload, 'filename', '')}")
     return _after_change(kind, out)
 
 
 @router.post("/crosswalks/deactivate")
-def crosswalk_deactivate(request: Request, kind: str = Form(...), source_code: str = Form(...),
-                         reason: str = Form(""), csrf: str = Form("")) -> Response:
-    sess = _guard(request, csrf)
-    if not isinstance(sess, Session):
-        return sess
-    try:
-        ops.crosswalk_deactivate(_db(request), kind, source_code, actor=sess.actor, reason=reason or None)
-    except ops.OpsError as exc:
-        return _refuse(request, sess, exc.status, str(exc))
+def crosswalk_deactivate(request: Request, sess: Operator, kind: str = Form(...), source_code: str = Form(...),
+                         reason: str = Form("")) -> Response:
+    ops.crosswalk_deactivate(_db(request), kind, source_code, actor=sess.actor, reason=reason or None)
     return RedirectResponse("/console/crosswalks?" + urlencode(
         {"kind": kind, "notice": f"{kind} {source_code} deactivated"}), status_code=303)
 
 
 @router.post("/crosswalks/reprocess")
-def crosswalk_reprocess(request: Request, kind: str = Form(...), codes: str = Form(...), csrf: str = Form(""),
+def crosswalk_reprocess(request: Request, sess: Operator, kind: str = Form(...), codes: str = Form(...),
                         reason: str = Form("")) -> Response:
-    sess = _guard(request, csrf)
-    if not isinstance(sess, Session):
-        return sess
     code_list = [c for c in codes.split(",") if c]
-    try:
-        job = ops.reprocess_fixed(get_ops(request), kind, code_list, actor=sess.actor, reason=reason or None,
-                                  jobs=get_jobs(request))
-    except ops.OpsError as exc:
-        return _refuse(request, sess, exc.status, str(exc))
+    job = ops.reprocess_fixed(get_ops(request), kind, code_list, actor=sess.actor, reason=reason or None,
+                              jobs=get_jobs(request))
     assert isinstance(job, ops.Job)
     return RedirectResponse(f"/console/jobs/{job.id}", status_code=303)
 
@@ -522,14 +500,8 @@ def crosswalk_reprocess(request: Request, kind: str = Form(...), codes: str = Fo
 
 
 @router.get("/trace/{inbound_id}", response_class=HTMLResponse)
-def trace_page(request: Request, inbound_id: int) -> Response:
-    sess = _session(request)
-    if sess is None:
-        return _to_login(request)
-    try:
-        t = ops.trace(_db(request), inbound_id)
-    except ops.OpsError as exc:
-        return _refuse(request, sess, exc.status, str(exc))
+def trace_page(request: Request, sess: SignedIn, inbound_id: int) -> Response:
+    t = ops.trace(_db(request), inbound_id)
     times = [x["at"] for x in t["timeline"]]
     t0 = min(times) if times else datetime.now(UTC)
     span = max(1e-3, ((max(times) - t0).total_seconds() if times else 0.0))
@@ -539,10 +511,7 @@ def trace_page(request: Request, inbound_id: int) -> Response:
 
 
 @router.get("/audit", response_class=HTMLResponse)
-def audit_page(request: Request) -> Response:
-    sess = _session(request)
-    if sess is None:
-        return _to_login(request)
+def audit_page(request: Request, sess: SignedIn) -> Response:
     before = request.query_params.get("before")
     rows = ops.list_audit(_db(request), action=request.query_params.get("action") or None,
                           before_id=int(before) if before and before.isdigit() else None, limit=PAGE + 1)

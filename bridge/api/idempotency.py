@@ -16,23 +16,29 @@ database lock, so the second finds the first's row; on PostgreSQL the second
 insert waits for the first transaction and then fails on the primary key, and
 :func:`lookup` is asked again, so it too answers with the stored response.
 Keys are per client: two clients may use the same key.
+
+:func:`create_once` is that whole flow for a route: it runs the route's
+``create`` in the write transaction, remembers or replays, and answers 201
+with a ``Location`` (a replay carries the same one).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Header
 from fastapi.responses import JSONResponse
-from sqlalchemy import Connection, insert, select
+from pydantic import BaseModel
+from sqlalchemy import Connection, exc, insert, select
 
 from bridge.api.problems import Problem
-from bridge.db import utcnow
+from bridge.db import Database, utcnow
 from bridge.db.tables import idempotency_keys
 
-__all__ = ["IdempotencyKey", "lookup", "remember", "replayed", "request_hash"]
+__all__ = ["IdempotencyKey", "create_once", "lookup", "remember", "replayed", "request_hash"]
 
 IdempotencyKey = Annotated[str, Header(
     alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._:-]+$",
@@ -67,3 +73,37 @@ def remember(conn: Connection, client_id: int, key: str, digest: str, status: in
 
 def replayed(status: int, body: Any, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers={**(headers or {}), "Idempotent-Replayed": "true"})
+
+
+def create_once(db: Database, client_id: int, key: str | None, body: BaseModel,
+                create: Callable[[Connection], dict[str, Any]], *, collection: str, conflict: Problem) -> JSONResponse:
+    """Run ``create`` (which returns the new resource as JSON, with its ``id``) once per ``key``; answer 201.
+
+    ``key`` None: no idempotency, ``create`` runs every time. The 201 carries
+    ``Location: <collection>/<id>``, and so does a replay. An integrity error
+    (a concurrent request committed the same key or the same natural key
+    first) replays that request's answer when it had this key, and is
+    ``conflict`` otherwise.
+    """
+    digest = request_hash(body.model_dump(mode="json"))
+
+    def answer(status: int, content: dict[str, Any], *, replay: bool) -> JSONResponse:
+        headers = {"Location": f"{collection}/{content.get('id')}"}
+        return replayed(status, content, headers) if replay else JSONResponse(content, status, headers)
+
+    try:
+        with db.write() as conn:
+            hit = lookup(conn, client_id, key, digest) if key is not None else None
+            if hit is not None:
+                return answer(*hit, replay=True)
+            content = create(conn)
+            if key is not None:
+                remember(conn, client_id, key, digest, 201, content)
+    except exc.IntegrityError:
+        if key is not None:
+            with db.read() as conn:
+                hit = lookup(conn, client_id, key, digest)
+            if hit is not None:
+                return answer(*hit, replay=True)
+        raise conflict from None
+    return answer(201, content, replay=False)

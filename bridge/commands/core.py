@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import getpass
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,13 +78,6 @@ def _runtime(args: argparse.Namespace, *, with_sources: bool) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     import signal
 
-    import uvicorn
-
-    class _Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield
-
     from bridge.logging import configure
     from bridge.runtime import Runtime
 
@@ -103,17 +94,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGINT, lambda *_: done.set())
             done.wait()
         else:
-            from bridge.api.app import create_app
+            from bridge.api.server import serve
 
-            app = create_app(settings, runtime.db, runtime)
-            config = uvicorn.Config(app, host=args.host or settings.api.host, port=args.port or settings.api.port,
-                                    log_config=None, access_log=False, lifespan="on")
-            server = _Server(config)
-            # our handlers, not uvicorn's: uvicorn re-raises the signal after its shutdown,
-            # which would kill the process before the sources and processors stop cleanly
-            signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
-            signal.signal(signal.SIGINT, lambda *_: setattr(server, "should_exit", True))
-            server.run()
+            # one process, or api.workers processes; returns after SIGTERM/SIGINT
+            serve(settings, runtime.db, runtime=runtime, host=args.host, port=args.port)
     finally:
         runtime.stop()
     return 0

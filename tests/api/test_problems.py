@@ -46,10 +46,11 @@ def test_corrupt_row_is_a_generic_500(api: TestClient, db: Database, keys: dict[
         rid = conn.execute(insert(records).returning(records.c.id), {
             "type": "item", "natural_key": "x", "data": '{"mrn": "' + SECRET, "content_hash": "0" * 40,
             "created_at": now, "updated_at": now}).scalar_one()
-    resp = api.get(f"/v1/records/items/{rid}", headers=auth(keys["reader"]))
-    body = assert_problem(resp, 500)
-    assert body["type"] == "urn:bridge:problem:internal"
-    assert "SYNTHETIC" not in resp.text and "Traceback" not in resp.text and "JSON" not in resp.text
+    for url in (f"/v1/records/items/{rid}", "/v1/records/items"):  # one record, and a page holding it
+        resp = api.get(url, headers=auth(keys["reader"]))
+        body = assert_problem(resp, 500)
+        assert body["type"] == "urn:bridge:problem:internal"
+        assert "SYNTHETIC" not in resp.text and "Traceback" not in resp.text and "JSON" not in resp.text
 
 
 def test_unexpected_exceptions_and_bridge_errors(db: Database, tmp_path) -> None:

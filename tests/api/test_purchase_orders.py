@@ -38,8 +38,8 @@ PO: dict[str, Any] = {
 }
 
 
-@pytest.fixture
-def po_api(db: Database, tmp_path: Path) -> Any:
+def seed_master_data(db: Database) -> None:
+    """The vendor, items and departments :data:`PO` names (one inactive item, ``L9``)."""
     with db.write() as conn:
         upsert_entries(conn, "vendor", [{"source_code": "ACMEMED", "target_code": "V-MED"}])
         upsert_entries(conn, "item", [{"source_code": f"L{c}", "target_code": f"ITM-{c}"}
@@ -47,6 +47,11 @@ def po_api(db: Database, tmp_path: Path) -> Any:
                        [{"source_code": "L9", "target_code": "ITM-OLD", "active": False}])
         upsert_entries(conn, "department", [{"source_code": "ICU", "target_code": "CC-4100"},
                                             {"source_code": "ED", "target_code": "CC-4200"}])
+
+
+@pytest.fixture
+def po_api(db: Database, tmp_path: Path) -> Any:
+    seed_master_data(db)
     settings = Settings.model_validate({"data_dir": str(tmp_path / "var"), "partners": {"acme": PARTNER}})
     keys = {name: create_client(db, name, scopes)[1] for name, scopes in
             {"buyer": ["purchase-orders:write", "records:read"], "reader": ["records:read"],

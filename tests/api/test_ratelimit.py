@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
+
 from fastapi.testclient import TestClient
 
 from bridge.api.app import create_app
 from bridge.api.keys import create_client
-from bridge.api.ratelimit import RateLimiter
+from bridge.api.ratelimit import BucketTable, RateLimiter
 from bridge.db import Database
 from bridge.settings import Settings
 from tests.api.conftest import assert_problem, auth
@@ -51,3 +53,33 @@ def test_bucket_refills_at_limit_per_minute() -> None:
     assert limiter.take(2, 60) is None
     now[0] += 3600  # refills up to the burst size only
     assert [limiter.take(2, 60) for _ in range(61)].count(None) == 60
+
+
+def _drain(buckets: BucketTable, client_id: int, limit: int) -> None:
+    """In another process: take every token of ``client_id``'s bucket."""
+    limiter = RateLimiter(None, buckets=buckets)
+    assert [limiter.take(client_id, limit) for _ in range(limit)] == [None] * limit
+
+
+def test_shared_buckets_hold_the_limit_across_processes() -> None:
+    buckets = BucketTable.shared()
+    worker = multiprocessing.get_context("spawn").Process(target=_drain, args=(buckets, 7, 5))
+    worker.start()
+    worker.join(60)
+    assert worker.exitcode == 0
+    limiter = RateLimiter(None, buckets=buckets)
+    wait = limiter.take(7, 5)  # the other process took all 5 of this minute
+    assert wait is not None and 0 < wait <= 12
+    assert limiter.take(8, 5) is None  # another client's bucket is its own
+
+
+def test_a_full_table_gives_the_stalest_clients_slot_to_a_new_client() -> None:
+    now = [0.0]
+    limiter = RateLimiter(None, clock=lambda: now[0], buckets=BucketTable.local(slots=2))
+    assert limiter.take(1, 1) is None  # client 1 last seen at 0
+    now[0] += 1
+    assert limiter.take(2, 1) is None
+    assert limiter.take(2, 1) is not None  # client 2 last seen at 1, its bucket empty
+    now[0] += 1
+    assert limiter.take(3, 1) is None  # takes over client 1's slot, the stalest ...
+    assert limiter.take(2, 1) is not None  # ... and client 2 keeps its empty bucket

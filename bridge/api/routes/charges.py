@@ -34,10 +34,10 @@ from fastapi import APIRouter, Header, Path, Request, Security
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field
-from sqlalchemy import exc, select
+from sqlalchemy import Connection, select
 
 from bridge.api.deps import DbDep, RecordsReader, current_client
-from bridge.api.idempotency import lookup, remember, replayed, request_hash
+from bridge.api.idempotency import create_once
 from bridge.api.keys import Client
 from bridge.api.phi import mask_record
 from bridge.api.problems import Problem, responses
@@ -153,57 +153,46 @@ def post_charge(
                                                   description="optional; a retry with the same key and body "
                                                               "returns the first response")] = None,
 ) -> JSONResponse:
-    digest = request_hash(body.model_dump(mode="json"))
     correlation_id = current_correlation_id()
-    try:
-        with db.write() as conn:
-            if idempotency_key is not None:
-                hit = lookup(conn, client.id, idempotency_key, digest)
-                if hit is not None:
-                    return replayed(*hit)
-            wanted = [("department", body.department, "department")]
-            if body.item:
-                wanted.append(("item", body.item, "item"))
-            found, errors = validate_codes(conn, wanted)
-            if errors:
-                raise Problem(422, f"body field {errors[0]['name']!r}: {errors[0]['message']}",
-                              slug="unknown-master-data", title="Unknown master data", extra={"errors": errors})
-            charge = Charge(
-                transaction_id=body.transaction_id, sender=f"api:{client.name}",
-                transaction_type=body.transaction_type, transaction_date=body.transaction_date,
-                posting_date=body.posting_date, charge_code=body.charge_code,
-                charge_description=body.charge_description, quantity=body.quantity, amount=body.amount,
-                unit_amount=body.unit_amount, department=body.department,
-                cost_center=found[("department", body.department)],
-                performing_provider=body.performing_provider, ordering_provider=body.ordering_provider,
-                account_number=body.account_number, visit_number=body.visit_number, mrn=body.mrn,
-                item=found[("item", body.item)] if body.item else None, source_item=body.item,
-                source_channel="api")
-            if conn.execute(select(records.c.id).where(records.c.type == Charge.record_type,
-                                                       records.c.natural_key == charge.natural_key())).first():
-                raise Problem(409, f"transaction {body.transaction_id!r} was already posted by this client",
-                              slug="charge-exists", title="Charge exists")
-            control_id = new_event_id().replace("-", "")[:20]
-            message = build_dft_p03(charge, control_id=control_id)
-            draft = EventDraft(EVENT_DFT, Charge.aggregate_type, charge.aggregate_id(), {
-                "filename": f"DFT_P03_{control_id}.hl7", "content": message, "kind": "DFT^P03",
-                "control_id": control_id, "charge_key": charge.natural_key(), "phi": True})
-            origin = Origin(channel="api", correlation_id=correlation_id)
-            write_records(db, conn, [(charge, origin)], drafts=[(draft, origin)])
-            rid = conn.execute(select(records.c.id).where(records.c.type == Charge.record_type,
-                                                          records.c.natural_key == charge.natural_key())).scalar_one()
-            content = jsonable_encoder(_public(db, conn, rid, client))
-            if idempotency_key is not None:
-                remember(conn, client.id, idempotency_key, digest, 201, content)
-    except exc.IntegrityError:
-        if idempotency_key is not None:
-            with db.read() as conn:
-                hit = lookup(conn, client.id, idempotency_key, digest)
-            if hit is not None:
-                return replayed(*hit)
-        raise Problem(409, f"transaction {body.transaction_id!r} was posted concurrently", slug="charge-exists",
-                      title="Charge exists") from None
-    return JSONResponse(content, status_code=201, headers={"Location": f"{request.url.path}/{rid}"})
+
+    def create(conn: Connection) -> dict[str, Any]:
+        wanted = [("department", body.department, "department")]
+        if body.item:
+            wanted.append(("item", body.item, "item"))
+        found, errors = validate_codes(conn, wanted)
+        if errors:
+            raise Problem(422, f"body field {errors[0]['name']!r}: {errors[0]['message']}",
+                          slug="unknown-master-data", title="Unknown master data", extra={"errors": errors})
+        charge = Charge(
+            transaction_id=body.transaction_id, sender=f"api:{client.name}",
+            transaction_type=body.transaction_type, transaction_date=body.transaction_date,
+            posting_date=body.posting_date, charge_code=body.charge_code,
+            charge_description=body.charge_description, quantity=body.quantity, amount=body.amount,
+            unit_amount=body.unit_amount, department=body.department,
+            cost_center=found[("department", body.department)],
+            performing_provider=body.performing_provider, ordering_provider=body.ordering_provider,
+            account_number=body.account_number, visit_number=body.visit_number, mrn=body.mrn,
+            item=found[("item", body.item)] if body.item else None, source_item=body.item,
+            source_channel="api")
+        if conn.execute(select(records.c.id).where(records.c.type == Charge.record_type,
+                                                   records.c.natural_key == charge.natural_key())).first():
+            raise Problem(409, f"transaction {body.transaction_id!r} was already posted by this client",
+                          slug="charge-exists", title="Charge exists")
+        control_id = new_event_id().replace("-", "")[:20]
+        message = build_dft_p03(charge, control_id=control_id)
+        draft = EventDraft(EVENT_DFT, Charge.aggregate_type, charge.aggregate_id(), {
+            "filename": f"DFT_P03_{control_id}.hl7", "content": message, "kind": "DFT^P03",
+            "control_id": control_id, "charge_key": charge.natural_key(), "phi": True})
+        origin = Origin(channel="api", correlation_id=correlation_id)
+        write_records(db, conn, [(charge, origin)], drafts=[(draft, origin)])
+        rid = conn.execute(select(records.c.id).where(records.c.type == Charge.record_type,
+                                                      records.c.natural_key == charge.natural_key())).scalar_one()
+        content: dict[str, Any] = jsonable_encoder(_public(db, conn, rid, client))
+        return content
+
+    return create_once(db, client.id, idempotency_key, body, create, collection=request.url.path,
+                       conflict=Problem(409, f"transaction {body.transaction_id!r} was posted concurrently",
+                                        slug="charge-exists", title="Charge exists"))
 
 
 @router.get("/{id}", response_model=ChargePublic, summary="A charge and its DFT^P03 delivery",

@@ -14,10 +14,10 @@ writers committing out of order on PostgreSQL.
 ``next_cursor`` is the seq of the last event returned, or ``after`` itself
 when there is nothing new: a follower keeps polling with it.
 
-Responses are serialised here with orjson and returned as a ``Response``
-(FastAPI skips validating them again; ``response_model`` documents them).
-Payloads are still parsed on every read, so a corrupt row is a generic 500,
-never a malformed 200.
+Pages are read by one statement and written out by :mod:`bridge.api.paging`:
+payloads are parsed on every read (a corrupt row is a generic 500, never a
+malformed 200), and a payload with nothing to mask is spliced back as its
+stored text rather than serialised again.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from sqlalchemy import select
 
 from bridge.api.deps import DbDep, EventsReader, SettingsDep
 from bridge.api.keys import Client
-from bridge.api.phi import MASK, PHI_SCOPE, mask_record
+from bridge.api.paging import json_response, statement_read, stored_object
+from bridge.api.phi import MASK, PHI_SCOPE, hidden_fields, mask_fields
 from bridge.api.problems import Problem, responses
-from bridge.api.routes.records import json_response
 from bridge.db.tables import events
 
 __all__ = ["EventPagePublic", "EventPublic", "router"]
@@ -64,32 +64,49 @@ class EventPagePublic(BaseModel):
     next_cursor: int = Field(description="pass as `after` next time; equals `after` when nothing is new")
 
 
-def to_public(row: Any, client: Client) -> EventPublic:
-    return EventPublic(seq=row.seq, id=row.id, type=row.event_type, aggregate_type=row.aggregate_type,
-                       aggregate_id=row.aggregate_id, record_id=row.record_id, inbound_id=row.inbound_id,
-                       correlation_id=row.correlation_id, created_at=row.created_at,
-                       payload=masked_payload(row.payload, client))
+#: the columns an EventPublic is made of, in one SELECT, in the order :func:`to_json` unpacks them
+COLUMNS = (events.c.seq, events.c.id, events.c.event_type, events.c.aggregate_type, events.c.aggregate_id,
+           events.c.record_id, events.c.inbound_id, events.c.correlation_id, events.c.created_at, events.c.payload)
 
 
-def masked_payload(text: str, client: Client) -> Any:
-    """The stored payload ``text`` parsed, with PHI masked unless ``client`` may see it."""
-    payload = orjson.loads(text)
-    if isinstance(payload, dict) and "record" in payload:
-        payload["record"] = mask_record(payload.get("record_type"), payload["record"], client)
-    data = payload.get("data") if isinstance(payload, dict) else None
-    if isinstance(data, dict) and data.get("phi") and not client.allows(PHI_SCOPE) and "content" in data:
-        data["content"] = MASK  # an outbound message holding patient identifiers (a DFT^P03)
-    return payload
+class PayloadMask:
+    """Masks what ``client`` may not see in event payloads; the answer per record type is kept for the page."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.phi = client.allows(PHI_SCOPE)
+        self._hidden: dict[str | None, frozenset[str]] = {}
+
+    def __call__(self, payload: dict[str, Any]) -> bool:
+        """Mask ``payload`` in place; whether anything changed."""
+        if self.phi:
+            return False
+        changed = False
+        record = payload.get("record")
+        if isinstance(record, dict):
+            kind = payload.get("record_type")
+            hidden = self._hidden.get(kind)
+            if hidden is None:
+                hidden = self._hidden[kind] = hidden_fields(kind, self.client)
+            changed = mask_fields(record, hidden)
+        data = payload.get("data")
+        if isinstance(data, dict) and data.get("phi") and "content" in data:
+            data["content"] = MASK  # an outbound message holding patient identifiers (a DFT^P03)
+            changed = True
+        return changed
 
 
-def to_json(row: Any, client: Client) -> dict[str, Any]:
-    """:class:`EventPublic` of ``row`` as a dict for orjson."""
-    payload = masked_payload(row.payload, client)
-    if not isinstance(payload, dict):
-        raise TypeError(f"event {row.seq}: stored payload is not a JSON object")
-    return {"seq": row.seq, "id": row.id, "type": row.event_type, "aggregate_type": row.aggregate_type,
-            "aggregate_id": row.aggregate_id, "record_id": row.record_id, "inbound_id": row.inbound_id,
-            "correlation_id": row.correlation_id, "created_at": row.created_at, "payload": payload}
+def to_json(row: Any, mask: PayloadMask) -> dict[str, Any]:
+    """:class:`EventPublic` of a row of :data:`COLUMNS` for orjson, its payload masked by ``mask``.
+
+    The row is unpacked as a tuple (cheaper than ``Row`` attributes, see :func:`bridge.api.routes.records.to_json`).
+    """
+    seq, id_, event_type, aggregate_type, aggregate_id, record_id, inbound_id, correlation_id, created, text = row
+    payload = stored_object(text, f"event {seq}")
+    return {"seq": seq, "id": id_, "type": event_type, "aggregate_type": aggregate_type,
+            "aggregate_id": aggregate_id, "record_id": record_id, "inbound_id": inbound_id,
+            "correlation_id": correlation_id, "created_at": created,
+            "payload": payload if mask(payload) else orjson.Fragment(text)}
 
 
 @router.get("", response_model=EventPagePublic, summary="Follow the event feed",
@@ -107,7 +124,7 @@ def list_events(
                                       description="event type, or a prefix ending in *")] = None,
 ) -> Response:
     size = limit or settings.api.default_page_size
-    q = select(events).where(events.c.seq > after)
+    q = select(*COLUMNS).where(events.c.seq > after)
     if type:
         if type.endswith("*"):
             prefix = type[:-1]
@@ -122,7 +139,8 @@ def list_events(
         else:
             q = q.where(events.c.event_type == type)
     q = q.order_by(events.c.seq).limit(size)
-    with db.read() as conn:
+    with statement_read(db) as conn:
         rows = conn.execute(q).all()
-    return json_response({"items": [to_json(r, client) for r in rows],
-                          "next_cursor": rows[-1].seq if rows else after})
+    mask = PayloadMask(client)
+    return json_response({"items": [to_json(r, mask) for r in rows],
+                          "next_cursor": rows[-1][0] if rows else after})

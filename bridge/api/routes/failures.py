@@ -18,7 +18,8 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from bridge.api.deps import DbDep, OpsReader, SettingsDep, decode_cursor, encode_cursor
+from bridge.api.deps import DbDep, OpsReader, SettingsDep
+from bridge.api.paging import keyset_page, matching
 from bridge.api.problems import Problem, responses
 from bridge.db.tables import failures
 
@@ -83,24 +84,11 @@ def list_failures(
     after: Annotated[str | None, Query(description="cursor from a previous page's next_cursor")] = None,
     limit: Annotated[int | None, Query(ge=1, le=MAX_PAGE)] = None,
 ) -> FailurePagePublic:
-    before_id = decode_cursor(CURSOR_KIND, after)
-    size = limit or settings.api.default_page_size
-    q = select(failures)
-    if channel is not None:
-        q = q.where(failures.c.channel == channel)
-    if category is not None:
-        q = q.where(failures.c.category == category)
-    if status is not None:
-        q = q.where(failures.c.status == status)
-    if before_id is not None:
-        q = q.where(failures.c.id < before_id)
-    q = q.order_by(failures.c.id.desc()).limit(size + 1)
-    with db.read() as conn:
-        rows = conn.execute(q).all()
-    more = len(rows) > size
-    rows = rows[:size]
-    return FailurePagePublic(items=[to_public(r) for r in rows],
-                             next_cursor=encode_cursor(CURSOR_KIND, rows[-1].id) if more else None)
+    q = matching(select(failures), {failures.c.channel: channel, failures.c.category: category,
+                                    failures.c.status: status})
+    rows, next_cursor = keyset_page(db, q, failures.c.id, kind=CURSOR_KIND, after=after,
+                                    size=limit or settings.api.default_page_size, newest_first=True)
+    return FailurePagePublic(items=[to_public(r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/{id}", response_model=FailurePublic, summary="One failure",

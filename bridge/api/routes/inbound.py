@@ -15,7 +15,8 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from bridge.api.deps import DbDep, OpsReader, SettingsDep, decode_cursor, encode_cursor
+from bridge.api.deps import DbDep, OpsReader, SettingsDep
+from bridge.api.paging import keyset_page, matching
 from bridge.api.problems import Problem, responses
 from bridge.api.routes.failures import FailurePublic
 from bridge.api.routes.failures import to_public as failure_public
@@ -76,22 +77,10 @@ def list_inbound(
     after: Annotated[str | None, Query(description="cursor from a previous page's next_cursor")] = None,
     limit: Annotated[int | None, Query(ge=1, le=MAX_PAGE)] = None,
 ) -> InboundPagePublic:
-    before_id = decode_cursor(CURSOR_KIND, after)
-    size = limit or settings.api.default_page_size
-    q = select(inbound_files)
-    if channel is not None:
-        q = q.where(inbound_files.c.channel == channel)
-    if status is not None:
-        q = q.where(inbound_files.c.status == status)
-    if before_id is not None:
-        q = q.where(inbound_files.c.id < before_id)
-    q = q.order_by(inbound_files.c.id.desc()).limit(size + 1)
-    with db.read() as conn:
-        rows = conn.execute(q).all()
-    more = len(rows) > size
-    rows = rows[:size]
-    return InboundPagePublic(items=[InboundPublic(**_fields(r)) for r in rows],
-                             next_cursor=encode_cursor(CURSOR_KIND, rows[-1].id) if more else None)
+    q = matching(select(inbound_files), {inbound_files.c.channel: channel, inbound_files.c.status: status})
+    rows, next_cursor = keyset_page(db, q, inbound_files.c.id, kind=CURSOR_KIND, after=after,
+                                    size=limit or settings.api.default_page_size, newest_first=True)
+    return InboundPagePublic(items=[InboundPublic(**_fields(r)) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/{id}", response_model=InboundDetailPublic, summary="One inbound file and its failures",
