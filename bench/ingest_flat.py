@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import resource
 import sqlite3
@@ -33,7 +32,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_URL = os.environ.get("BRIDGE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 N_ITEMS = 500
 N_DEPTS = 40
 HEADER = "Timestamp,Item,Qty,UOM,Dept,Lot,Serial,Encounter,Type,Cabinet\n"
@@ -81,24 +79,20 @@ def _seed_crosswalks(db: object) -> None:
 def child(backend: str, csv_path: Path, workdir: Path, profile: str | None) -> dict[str, object]:
     """Land and process ``csv_path`` on ``backend``; runs in its own process."""
     sys.path.insert(0, str(ROOT))
-    from sqlalchemy import create_engine, func, select, text
+    from sqlalchemy import func, select
 
     from bridge.db import Database
     from bridge.db.tables import events, records
     from bridge.pipeline.land import Archive, land
     from bridge.pipeline.process import Processor, build_channel
     from bridge.settings import ChannelConfig
+    from tests.conftest import drop_pg_schema, make_pg_url
 
     schema = None
     if backend == "sqlite":
         url = f"sqlite:///{workdir / 'bench.db'}"
     else:
-        schema = "bench_" + uuid.uuid4().hex[:10]
-        eng = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-        with eng.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        eng.dispose()
-        url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+        url, schema = make_pg_url()
     db = Database(url)
     try:
         db.upgrade()
@@ -138,10 +132,7 @@ def child(backend: str, csv_path: Path, workdir: Path, profile: str | None) -> d
     finally:
         db.dispose()
         if schema:
-            eng = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-            with eng.connect() as conn:
-                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-            eng.dispose()
+            drop_pg_schema(schema)
 
 
 def bare_sqlite(csv_path: Path, workdir: Path, when: str = "") -> dict[str, object]:

@@ -37,18 +37,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-PG_URL = os.environ.get("BRIDGE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def generate(workdir: Path, claims: int) -> tuple[Path, Path]:
@@ -129,24 +126,20 @@ def tokenizer_figures(path: Path) -> dict[str, object]:
 
 
 def child(backend: str, path: Path, mapping: str, workdir: Path) -> dict[str, object]:
-    from sqlalchemy import create_engine, func, select, text
+    from sqlalchemy import func, select
 
     from bridge.db import Database
     from bridge.db.tables import events, records
     from bridge.pipeline.land import Archive, land
     from bridge.pipeline.process import Processor, build_channel
     from bridge.settings import ChannelConfig, ProcessingConfig
+    from tests.conftest import drop_pg_schema, make_pg_url
 
     schema = None
     if backend == "sqlite":
         url = f"sqlite:///{workdir / f'bench-{mapping}.db'}"
     else:
-        schema = "bench_" + uuid.uuid4().hex[:10]
-        eng = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-        with eng.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        eng.dispose()
-        url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+        url, schema = make_pg_url()
     db = Database(url)
     try:
         db.upgrade()
@@ -175,10 +168,7 @@ def child(backend: str, path: Path, mapping: str, workdir: Path) -> dict[str, ob
     finally:
         db.dispose()
         if schema:
-            eng = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-            with eng.connect() as conn:
-                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-            eng.dispose()
+            drop_pg_schema(schema)
 
 
 def big_child(mb: int, workdir: Path) -> dict[str, object]:
