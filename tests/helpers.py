@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from bridge.db import Database
 from bridge.db.tables import events, failures, inbound_files, records
+from bridge.errors import MasterDataError, Position
 from bridge.settings import Settings
 from mappings.crosswalks import upsert_entries
 
@@ -85,3 +86,21 @@ def event_count(db: Database) -> int:
 def open_failures(db: Database) -> list[Any]:
     with db.read() as conn:
         return list(conn.execute(select(failures).where(failures.c.status == "open").order_by(failures.c.id)).all())
+
+
+class DictCrosswalks:
+    """Crosswalks held in a dict, for mapping unit tests without a database (the storage tests use the
+    database); a missing code raises MasterDataError as the real snapshot does."""
+
+    def __init__(self, entries: dict[str, dict[str, str]] | None = None) -> None:
+        self.entries = entries or {}
+
+    def find(self, kind: str, code: str) -> str | None:
+        return self.entries.get(kind, {}).get(code)
+
+    def lookup(self, kind: str, code: str, *, position: Position, field: str | None = None) -> str:
+        hit = self.find(kind, code)
+        if hit is None:
+            raise MasterDataError(f"no {kind} crosswalk entry for code {code!r}", position.with_(field=field),
+                                  kind=kind, key=code)
+        return hit

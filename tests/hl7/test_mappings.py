@@ -14,7 +14,6 @@ from sqlalchemy import select
 
 from bridge.db import Database
 from bridge.db.tables import failures, message_keys, records
-from bridge.errors import Position
 from bridge.pipeline.land import Archive, land
 from bridge.pipeline.process import Processor, build_channel
 from bridge.settings import ChannelConfig
@@ -23,6 +22,7 @@ from mappings.canonical import Charge
 from mappings.crosswalks import upsert_entries
 from mappings.hl7_dft_p03 import DftP03Mapping
 from parsers.hl7 import HL7Parser
+from tests.helpers import DictCrosswalks
 from tests.hl7.messages import DEPARTMENTS, ITEMS, SAMPLES, batch, dft_p03
 
 EXPECTED = SAMPLES / "expected"
@@ -192,20 +192,12 @@ def test_adt_a04_registers_and_a08_updates(db: Database, archive: Archive) -> No
     assert (enc["status"], enc["patient_class"], enc["last_event"]) == ("registered", "I", "A08")
 
 
-class _Crosswalks:
-    def lookup(self, kind: str, code: str, *, position: Position, field: str | None = None) -> str:
-        return {**DEPARTMENTS, **ITEMS}[code]
-
-    def find(self, kind: str, code: str) -> str | None:
-        return None
-
-
 def test_dft_p03_charges_are_what_validation_would_build() -> None:
     # the mapping builds Charges without a second validation (Charge.trusted): each must be
     # exactly the Charge that validating its own values gives
     [env] = HL7Parser().parse(io.BytesIO((SAMPLES / "dft_p03_cr.hl7").read_bytes()), name="in.hl7")
     ctx = MappingContext(channel="c", file_name="in.hl7", inbound_id=1, received_at=datetime.now(UTC),
-                         crosswalks=_Crosswalks())
+                         crosswalks=DictCrosswalks({"department": DEPARTMENTS, "item": ITEMS}))
     charges = DftP03Mapping().map(env, ctx)
     assert len(charges) == 3
     for charge in charges:

@@ -6,29 +6,13 @@ import io
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bridge.errors import MasterDataError, Position
 from mappings.base import MappingContext
 from parsers.base import Message
 from parsers.x12 import X12Parser
+from tests.helpers import DictCrosswalks
 
 SAMPLES = Path(__file__).parent.parent / "samples" / "x12"
 
-
-class DictCrosswalks:
-    """Crosswalks held in a dict, for mapping unit tests without a database."""
-
-    def __init__(self, entries: dict[str, dict[str, str]] | None = None) -> None:
-        self.entries = entries or {}
-
-    def find(self, kind: str, code: str) -> str | None:
-        return self.entries.get(kind, {}).get(code)
-
-    def lookup(self, kind: str, code: str, *, position: Position, field: str | None = None) -> str:
-        hit = self.find(kind, code)
-        if hit is None:
-            raise MasterDataError(f"no {kind} crosswalk entry for code {code!r}", position.with_(field=field),
-                                  kind=kind, key=code)
-        return hit
 
 
 def sample(name: str) -> bytes:

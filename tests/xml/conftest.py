@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from bridge.errors import MasterDataError, Position
 from tests.conftest import SAMPLES
 
 XML_SAMPLES = SAMPLES / "xml"
@@ -59,23 +58,6 @@ def canary_server() -> Iterator[Canary]:
 def canary(canary_server: Canary) -> Canary:
     canary_server.hits.clear()
     return canary_server
-
-
-class MemoryCrosswalk:
-    """The crosswalk protocol over a dict, for mapping unit tests (the storage tests use the database)."""
-
-    def __init__(self, entries: dict[str, dict[str, str]]) -> None:
-        self.entries = entries
-
-    def find(self, kind: str, code: str) -> str | None:
-        return self.entries.get(kind, {}).get(code)
-
-    def lookup(self, kind: str, code: str, *, position: Position, field: str | None = None) -> str:
-        hit = self.find(kind, code)
-        if hit is None:
-            raise MasterDataError(f"no {kind} crosswalk entry for code {code!r}", position.with_(field=field),
-                                  kind=kind, key=code)
-        return hit
 
 
 CROSSWALK = {

@@ -18,13 +18,14 @@ from mappings.cxml import CxmlMapping, CxmlMappingConfig
 from mappings.cxml_outbound import CxmlVendorProfile, cxml_response, render_order_request
 from mappings.xml_xpath import XPathMapping, XPathMappingConfig
 from parsers.xml import XmlParser, XmlParserConfig, safe_parser
-from tests.xml.conftest import CROSSWALK, XML_SAMPLES, MemoryCrosswalk
+from tests.helpers import DictCrosswalks
+from tests.xml.conftest import CROSSWALK, XML_SAMPLES
 
 
 def ctx(entries: dict[str, dict[str, str]] | None = None) -> MappingContext:
     return MappingContext(channel="supplier-net", file_name="in.xml", inbound_id=1,
                           received_at=datetime(2026, 11, 26, tzinfo=UTC),
-                          crosswalks=MemoryCrosswalk(CROSSWALK if entries is None else entries))
+                          crosswalks=DictCrosswalks(CROSSWALK if entries is None else entries))
 
 
 def map_doc(data: bytes, **config: Any) -> list[Any]:

@@ -25,8 +25,8 @@ from mappings.crosswalks import upsert_entries
 from mappings.cxml import CxmlMapping
 from parsers.xml import XmlParser, XmlParserConfig
 from tests.api.conftest import assert_problem, auth
+from tests.helpers import DictCrosswalks
 from tests.outbox.helpers import delivery_rows, make_relay
-from tests.xml.conftest import MemoryCrosswalk
 
 SECRET_ENV = "BRIDGE_TEST_EXMED_CXML_SECRET"
 SECRET = "s3cret-for-exmed"
@@ -67,7 +67,7 @@ def _post(api: TestClient, key: str, vendor: str, number: str) -> Any:
 def _parse_back(content: bytes) -> PurchaseOrder:
     [msg] = XmlParser(XmlParserConfig(root=["cXML"])).parse(io.BytesIO(content), name="out.xml")
     ctx = MappingContext(channel="api", file_name="out.xml", inbound_id=0, received_at=datetime.now(UTC),
-                         crosswalks=MemoryCrosswalk({"vendor": {"987654321": "V-EXMED"}}))
+                         crosswalks=DictCrosswalks({"vendor": {"987654321": "V-EXMED"}}))
     [po] = CxmlMapping().map(msg, ctx)
     assert isinstance(po, PurchaseOrder)
     return po
