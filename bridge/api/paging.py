@@ -35,7 +35,7 @@ from bridge.api.deps import decode_cursor, encode_cursor
 from bridge.db import Database
 from bridge.errors import StorageError
 
-__all__ = ["json_response", "keyset_page", "matching", "statement_read", "stored_object"]
+__all__ = ["json_field", "json_response", "keyset_page", "matching", "statement_read", "stored_object"]
 
 
 @contextmanager
@@ -56,6 +56,11 @@ def statement_read(db: Database) -> Iterator[Connection]:
 def matching(query: Select[Any], equal: Mapping[ColumnElement[Any], Any]) -> Select[Any]:
     """``query`` keeping rows where each column equals its value; a None value is no filter."""
     return query.where(*(column == value for column, value in equal.items() if value is not None))
+
+
+def json_field(db: Database, field: str) -> str:
+    """SQL text reading the top-level ``field`` of the JSON ``data`` column as text, on either dialect."""
+    return f"(data::json ->> '{field}')" if db.is_postgres else f"json_extract(data, '$.{field}')"
 
 
 def keyset_page(db: Database, query: Select[Any], key: ColumnElement[int], *, kind: str, after: str | None,

@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 
 from bridge.errors import StorageError
 
-__all__ = ["Database", "utcnow"]
+__all__ = ["Database", "like_escape", "utcnow"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,12 @@ EVENTS_LOCK_KEY = 0x627269646765
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def like_escape(value: str) -> str:
+    """``value`` with the LIKE wildcards (and the escape character itself) escaped, for a
+    pattern used with ``ESCAPE '\\'``."""
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def normalise_url(url: str) -> str:

@@ -41,7 +41,7 @@ from bridge.api.idempotency import create_once
 from bridge.api.keys import Client
 from bridge.api.phi import mask_record
 from bridge.api.problems import Problem, responses
-from bridge.api.routes.purchase_orders import decimal_schema, validate_codes
+from bridge.api.routes.purchase_orders import Code, decimal_schema, validate_codes
 from bridge.db import Database
 from bridge.db.tables import deliveries, delivery_attempts, events, records
 from bridge.logging import current_correlation_id
@@ -56,7 +56,6 @@ router = APIRouter(prefix="/charges", tags=["charges"])
 
 ChargesWriter = Annotated[Client, Security(current_client, scopes=["charges:write"])]
 EVENT_DFT = "billing.charge.dft_p03.created"
-Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._/-]+$")]
 Ident = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 
 

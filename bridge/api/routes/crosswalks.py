@@ -24,6 +24,7 @@ from bridge.api.routes.operators import (
     get_jobs,
     get_ops,
     raise_problem,
+    read_upload,
 )
 
 __all__ = ["router"]
@@ -106,10 +107,7 @@ def deactivate(kind: KindPath, source_code: Annotated[str, Path(pattern=NO_NUL, 
                          "Needs `ops:write`.", responses=responses(401, 403, 413, 422))
 async def import_csv(request: Request, kind: KindPath, client: OpsWriter, db: DbDep, file: UploadFile,
                      reason: Annotated[str | None, Query(pattern=NO_NUL, max_length=2000)] = None) -> ChangePublic:
-    limit = request.app.state.settings.api.max_upload_bytes
-    data = await file.read(limit + 1)
-    if len(data) > limit:
-        raise Problem(413, f"the file is larger than api.max_upload_bytes ({limit})")
+    data = await read_upload(request, file)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:

@@ -35,6 +35,7 @@ from bridge.api.keys import Client
 from bridge.api.paging import json_response, statement_read, stored_object
 from bridge.api.phi import MASK, PHI_SCOPE, hidden_fields, mask_fields
 from bridge.api.problems import Problem, responses
+from bridge.db import like_escape
 from bridge.db.tables import events
 
 __all__ = ["EventPagePublic", "EventPublic", "router"]
@@ -134,8 +135,7 @@ def list_events(
                               extra={"errors": [{"location": "query", "name": "type",
                                                  "message": "only a trailing * is allowed"}]})
             if prefix:
-                escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                q = q.where(events.c.event_type.like(escaped + "%", escape="\\"))
+                q = q.where(events.c.event_type.like(like_escape(prefix) + "%", escape="\\"))
         else:
             q = q.where(events.c.event_type == type)
     q = q.order_by(events.c.seq).limit(size)

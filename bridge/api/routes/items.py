@@ -31,8 +31,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Connection, select, text
 
 from bridge.api.deps import DbDep, RecordsReader
+from bridge.api.paging import json_field
 from bridge.api.problems import Problem, responses
-from bridge.db import Database, utcnow
+from bridge.db import like_escape, utcnow
 from bridge.db.tables import crosswalks
 
 __all__ = ["AvailabilityPublic", "LocationStockPublic", "router"]
@@ -65,10 +66,6 @@ class AvailabilityPublic(BaseModel):
         "as_of": "2026-11-26T09:00:00Z"}]}}
 
 
-def _json_field(db: Database, field: str) -> str:
-    return f"(data::json ->> '{field}')" if db.is_postgres else f"json_extract(data, '$.{field}')"
-
-
 def _resolve_item(conn: Connection, id_: str) -> tuple[str, list[str], bool]:
     """(ERP item, its source codes, whether the crosswalk knows it)."""
     rows = conn.execute(select(crosswalks.c.source_code, crosswalks.c.target_code)
@@ -96,9 +93,9 @@ def get_availability(
     with db.read() as conn:
         item, sources, known = _resolve_item(conn, id)
         moves = conn.execute(text(f"SELECT data FROM records WHERE type = 'inventory_movement' "
-                                  f"AND {_json_field(db, 'item')} = :item"), {"item": item}).all()
+                                  f"AND {json_field(db, 'item')} = :item"), {"item": item}).all()
         # a LIKE prefilter on the JSON text, then an exact check of each line
-        needle = orjson.dumps(item).decode().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        needle = like_escape(orjson.dumps(item).decode())
         ships = conn.execute(text("SELECT data FROM records WHERE type = 'shipment' AND data LIKE :p ESCAPE '\\'"),
                              {"p": f"%{needle}%"}).all()
     by_loc: dict[str, dict[str, Any]] = {}

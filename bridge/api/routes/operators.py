@@ -23,7 +23,7 @@ from bridge.api.keys import Client
 from bridge.api.problems import Problem, responses
 from bridge.api.routes.failures import Category
 
-__all__ = ["NO_NUL", "OpsWriter", "get_jobs", "get_ops", "router"]
+__all__ = ["NO_NUL", "OpsWriter", "get_jobs", "get_ops", "read_upload", "router"]
 
 router = APIRouter(tags=["operations"])
 
@@ -31,6 +31,7 @@ OpsWriter = Annotated[Client, Security(current_client, scopes=["ops:write"])]
 #: PostgreSQL text cannot hold NUL: refuse it as a 422 at the edge, not a 503 from the driver
 NO_NUL = r"^[^\x00]*$"
 IdPath = Annotated[int, Path(ge=1, le=2**63 - 1)]
+JobIdPath = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 def get_ops(request: Request) -> ops.OpsContext:
@@ -54,6 +55,15 @@ def get_jobs(request: Request) -> ops.JobRegistry:
 def raise_problem(exc: ops.OpsError) -> Problem:
     slug = {404: "not-found", 409: "conflict", 422: "invalid-parameter"}.get(exc.status)
     return Problem(exc.status, str(exc), slug=slug)
+
+
+async def read_upload(request: Request, file: UploadFile) -> bytes:
+    """The uploaded bytes; a problem 413 past ``api.max_upload_bytes`` (read no further than one byte past it)."""
+    limit: int = request.app.state.settings.api.max_upload_bytes
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise Problem(413, f"the file is larger than api.max_upload_bytes ({limit})")
+    return data
 
 
 class ReasonCreate(BaseModel):
@@ -182,21 +192,25 @@ def ignore_failure(id: IdPath, client: OpsWriter, db: DbDep, body: ResolveCreate
     return _set_status(db, id, "ignored", client, body)
 
 
+def _no_job(id: str) -> Problem:
+    return Problem(404, f"no job {id!r} in this process (jobs are kept in memory)", slug="not-found")
+
+
 @router.get("/jobs/{id}", response_model=JobPublic, summary="A bulk job's progress",
             description="Needs `ops:read`.", responses=responses(401, 403, 404))
-def get_job(request: Request, id: Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")], client: OpsReader) -> JobPublic:
+def get_job(request: Request, id: JobIdPath, client: OpsReader) -> JobPublic:
     job = get_jobs(request).get(id)
     if job is None:
-        raise Problem(404, f"no job {id!r} in this process (jobs are kept in memory)", slug="not-found")
+        raise _no_job(id)
     return JobPublic(**job.as_dict())
 
 
 @router.post("/jobs/{id}/cancel", response_model=JobPublic, summary="Cancel a bulk job",
              description="Stops before the job's next file. Needs `ops:write`.", responses=responses(401, 403, 404))
-def cancel_job(request: Request, id: Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")], client: OpsWriter) -> JobPublic:
+def cancel_job(request: Request, id: JobIdPath, client: OpsWriter) -> JobPublic:
     job = get_jobs(request).cancel(id)
     if job is None:
-        raise Problem(404, f"no job {id!r} in this process (jobs are kept in memory)", slug="not-found")
+        raise _no_job(id)
     with get_ops(request).db.write() as conn:
         ops.audit(conn, f"api:{client.name}", "jobs.cancel", id)
     return JobPublic(**job.as_dict())
@@ -209,10 +223,7 @@ def cancel_job(request: Request, id: Annotated[str, Path(max_length=64, pattern=
                          "Needs `ops:write`.", responses=responses(401, 403, 404, 409, 422))
 async def resubmit_file(request: Request, id: IdPath, client: OpsWriter, file: UploadFile,
                         reason: Annotated[str | None, Query(pattern=NO_NUL, max_length=2000)] = None) -> ResubmitPublic:
-    settings = request.app.state.settings
-    data = await file.read(settings.api.max_upload_bytes + 1)
-    if len(data) > settings.api.max_upload_bytes:
-        raise Problem(413, f"the file is larger than api.max_upload_bytes ({settings.api.max_upload_bytes})")
+    data = await read_upload(request, file)
     try:
         out = ops.resubmit(get_ops(request), id, data, actor=f"api:{client.name}", reason=reason)
     except ops.OpsError as exc:

@@ -59,8 +59,9 @@ from sqlalchemy import Connection, select, text
 from bridge.api.deps import DbDep, RecordsReader, SettingsDep, current_client
 from bridge.api.idempotency import IdempotencyKey, create_once
 from bridge.api.keys import Client
+from bridge.api.paging import json_field
 from bridge.api.problems import Problem, responses
-from bridge.db import Database
+from bridge.db import Database, like_escape
 from bridge.db.tables import crosswalks, deliveries, events, records
 from bridge.errors import ConfigError
 from bridge.logging import current_correlation_id
@@ -69,7 +70,7 @@ from outbox.writer import Origin, write_records
 from outbox.x12_outbound import CXML_ORDER_EVENT, emit_850, emit_cxml_order
 from parsers.x12.partners import PartnerConfig
 
-__all__ = ["PurchaseOrderCreate", "PurchaseOrderPublic", "decimal_schema", "router", "validate_codes"]
+__all__ = ["Code", "PurchaseOrderCreate", "PurchaseOrderPublic", "decimal_schema", "router", "validate_codes"]
 
 router = APIRouter(prefix="/purchase-orders", tags=["purchase orders"])
 
@@ -289,10 +290,6 @@ def _events_of(conn: Connection, natural_key: str) -> list[Any]:
                         .order_by(events.c.seq)).all())
 
 
-def _json_field(db: Database, field: str) -> str:
-    return f"(data::json ->> '{field}')" if db.is_postgres else f"json_extract(data, '$.{field}')"
-
-
 def _public(db: Database, conn: Connection, natural_key: str) -> PurchaseOrderPublic:
     row = conn.execute(select(records).where(records.c.type == PurchaseOrder.record_type,
                                              records.c.natural_key == natural_key)).one()
@@ -327,7 +324,7 @@ def _public(db: Database, conn: Connection, natural_key: str) -> PurchaseOrderPu
     lines: list[LineStatusPublic] = []
     for ack in conn.execute(select(records).where(records.c.type == "purchase_order_ack",
                                                   records.c.natural_key.like(
-                                                      f"{_like(vendor)}:{_like(number)}:%", escape="\\"))
+                                                      f"{like_escape(vendor)}:{like_escape(number)}:%", escape="\\"))
                             .order_by(records.c.updated_at, records.c.id)).all():
         a = orjson.loads(ack.data)
         rejected = str(a.get("ack_type", "")).upper() in ("RJ", "RD", "REJECT")
@@ -338,14 +335,14 @@ def _public(db: Database, conn: Connection, natural_key: str) -> PurchaseOrderPu
                                   expected_date=ln.get("expected_date")) for ln in a.get("lines", [])]
     needle = orjson.dumps(number).decode()
     for ship in conn.execute(text("SELECT id, data, updated_at FROM records WHERE type = 'shipment' "
-                                  "AND data LIKE :p ESCAPE '\\'"), {"p": f"%{_like(needle)}%"}).all():
+                                  "AND data LIKE :p ESCAPE '\\'"), {"p": f"%{like_escape(needle)}%"}).all():
         s = orjson.loads(ship.data)
         if s.get("vendor") == vendor and (number in s.get("po_numbers", []) or
                                           any(ln.get("po_number") == number for ln in s.get("lines", []))):
             timeline.append(TimelineEntryPublic(status="shipped", at=_utc(ship.updated_at), source=f"record:{ship.id}",
                                                 detail={"shipment_id": s.get("shipment_id")}))
     for inv in conn.execute(text(f"SELECT id, data, updated_at FROM records WHERE type = 'invoice' "
-                                 f"AND {_json_field(db, 'po_number')} = :n"), {"n": number}).all():
+                                 f"AND {json_field(db, 'po_number')} = :n"), {"n": number}).all():
         i = orjson.loads(inv.data)
         if i.get("vendor") == vendor:
             timeline.append(TimelineEntryPublic(status="invoiced", at=_utc(inv.updated_at), source=f"record:{inv.id}",
@@ -362,10 +359,6 @@ def _public(db: Database, conn: Connection, natural_key: str) -> PurchaseOrderPu
                                status=current,  # type: ignore[arg-type]
                                interchange_control=interchange, correlation_id=row.correlation_id, order=po,
                                timeline=timeline, lines=lines)
-
-
-def _like(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _utc(value: Any) -> datetime:

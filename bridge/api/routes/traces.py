@@ -136,18 +136,14 @@ def _resolve(g: _Gather, id_: str) -> str:
             return "event"
         if kind:
             raise _not_found(id_)
-    if kind == "record":
+    if kind in ("record", "inbound"):
+        where, column, found = ((g.records_where, records.c.id, g.records) if kind == "record"
+                                else (g.files_where, inbound_files.c.id, g.files))
         if value.isdigit():
-            g.records_where(records.c.id == int(value))
-        if not g.records:
+            where(column == int(value))
+        if not found:
             raise _not_found(id_)
-        return "record"
-    if kind == "inbound":
-        if value.isdigit():
-            g.files_where(inbound_files.c.id == int(value))
-        if not g.files:
-            raise _not_found(id_)
-        return "inbound"
+        return kind
     if kind in ("", "correlation") and len(value) <= 64:
         g.files_where(inbound_files.c.correlation_id == value)
         g.records_where(records.c.correlation_id == value)
