@@ -43,7 +43,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, func, insert, or_, select, update
 
-from bridge.db import Database, utcnow
+from bridge.db import Database, like_escape, utcnow
 from bridge.db.tables import (
     audit_log,
     crosswalks,
@@ -162,7 +162,7 @@ class FailureFilter:
         if self.inbound_id is not None:
             c.append(failures.c.inbound_id == self.inbound_id)
         if self.partner:
-            pat = "%" + self.partner.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
+            pat = "%" + like_escape(self.partner) + "%"
             c.append(failures.c.inbound_id.in_(
                 select(inbound_files.c.id).where(inbound_files.c.origin.like(pat, escape="\\"))))
         return c
@@ -469,7 +469,7 @@ def crosswalk_search(db: Database, kind: str | None = None, q: str | None = None
     if kind:
         conds.append(crosswalks.c.kind == kind)
     if q:
-        pat = "%" + q.lower().replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
+        pat = "%" + like_escape(q.lower()) + "%"
         conds.append(or_(func.lower(crosswalks.c.source_code).like(pat, escape="\\"),
                          func.lower(crosswalks.c.target_code).like(pat, escape="\\"),
                          func.lower(crosswalks.c.description).like(pat, escape="\\")))

@@ -105,7 +105,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from tenacity import RetryCallState, wait_random_exponential
 
-from bridge.db import Database, utcnow
+from bridge.db import Database, like_escape, utcnow
 from bridge.db.tables import audit_log, deliveries, delivery_attempts, destination_state, events
 from bridge.errors import BridgeError, ConfigError
 from bridge.settings import DestinationConfig, RelayConfig, build_component
@@ -818,15 +818,11 @@ def destination_status(db: Database, names: Iterable[str] = ()) -> list[dict[str
         if name in out:
             continue
         st = states.get(name)
-        out[name] = {"name": name, "paused": bool(st.paused) if st else False,
-                     "paused_reason": st.paused_reason if st else None,
-                     "fanout_lag": head - (st.fanout_cursor if st else 0),
-                     "backlog": 0, "oldest_pending_seconds": None, "retrying": retrying.get(name, 0),
-                     "attempts": 0, "dead": 0, "delivered": 0}
+        out[name] = _status_row(name, paused=bool(st.paused) if st else False,
+                                paused_reason=st.paused_reason if st else None,
+                                fanout_lag=head - (st.fanout_cursor if st else 0), retrying=retrying.get(name, 0))
     for dest, status, count, attempts, oldest in agg:
-        row = out.setdefault(dest, {"name": dest, "paused": False, "paused_reason": None, "fanout_lag": None,
-                                    "backlog": 0, "oldest_pending_seconds": None, "retrying": 0,
-                                    "attempts": 0, "dead": 0, "delivered": 0})
+        row = out.setdefault(dest, _status_row(dest))
         row["attempts"] += int(attempts or 0)
         if status == PENDING:
             row["backlog"] = int(count)
@@ -837,6 +833,15 @@ def destination_status(db: Database, names: Iterable[str] = ()) -> list[dict[str
         elif status == DELIVERED:
             row["delivered"] = int(count)
     return sorted(out.values(), key=lambda r: r["name"])
+
+
+def _status_row(name: str, *, paused: bool = False, paused_reason: str | None = None, fanout_lag: int | None = None,
+                retrying: int = 0) -> dict[str, Any]:
+    """A :func:`destination_status` row before the delivery counts; the defaults are those of a
+    name with deliveries but neither configuration nor state (an unroutable route's dead letters)."""
+    return {"name": name, "paused": paused, "paused_reason": paused_reason, "fanout_lag": fanout_lag,
+            "backlog": 0, "oldest_pending_seconds": None, "retrying": retrying,
+            "attempts": 0, "dead": 0, "delivered": 0}
 
 
 def _audit(conn: Any, actor: str, action: str, target: str, reason: str | None, details: dict[str, Any]) -> None:
@@ -888,7 +893,7 @@ def replay(db: Database, destination: str, *, event_type: str | None = None, key
     ev = [events.c.seq == deliveries.c.event_seq]
     if event_type:
         if "*" in event_type:
-            ev.append(events.c.event_type.like(event_type.replace("%", r"\%").replace("_", r"\_").replace("*", "%"),
+            ev.append(events.c.event_type.like(like_escape(event_type).replace("*", "%"),
                                                escape="\\"))
         else:
             ev.append(events.c.event_type == event_type)
@@ -899,7 +904,7 @@ def replay(db: Database, destination: str, *, event_type: str | None = None, key
     cond = [deliveries.c.destination == destination, deliveries.c.status == status]
     if key:
         cond.append(or_(deliveries.c.ordering_key == key, deliveries.c.ordering_key.like(
-            "%:" + key.replace("%", r"\%").replace("_", r"\_"), escape="\\")))
+            "%:" + like_escape(key), escape="\\")))
     if len(ev) > 1:
         cond.append(exists(select(events.c.seq).where(*ev)))
     now = utcnow()

@@ -8,16 +8,13 @@ same PostgreSQL. The operator actions are audited as ``cli:<user>``.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import getpass
 import json
 import signal
 import threading
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from bridge.db import Database
+from bridge.commands.ops import _actor, _db
 from bridge.errors import ConfigError
 
 __all__ = ["register"]
@@ -60,20 +57,6 @@ def _when(value: str) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from None
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
-
-
-@contextlib.contextmanager
-def _db(args: argparse.Namespace) -> Iterator[Database]:
-    db = Database(args.settings().database_url)
-    try:
-        db.upgrade()
-        yield db
-    finally:
-        db.dispose()
-
-
-def _actor() -> str:
-    return f"cli:{getpass.getuser()}"
 
 
 def cmd_relay(args: argparse.Namespace) -> int:

@@ -95,6 +95,18 @@ def test_replay_dead_and_delivered_by_filter(db: Database, receiver: Receiver) -
     assert [r.attempts for r in delivery_rows(db, "erp")] == [1, 1, 1]  # the budget restarts on replay
 
 
+def test_replay_key_matches_literally(db: Database, receiver: Receiver) -> None:
+    # LIKE wildcards and the escape character in a key are plain characters: P\\1 is not P1
+    url, _ = receiver.route(lambda n: Reply(400))
+    add_events(db, [("po.created", "P1", {}), ("po.created", "P\\1", {}), ("po.created", "P_1", {})])
+    make_relay(db, {"erp": {"type": "http", "url": url}}).run_until_idle()
+    assert [r.status for r in delivery_rows(db, "erp")] == ["dead"] * 3
+    assert replay(db, "erp", key="P\\1") == 1
+    assert [r.status for r in delivery_rows(db, "erp")] == ["dead", "pending", "dead"]
+    assert replay(db, "erp", key="P_1") == 1
+    assert [r.status for r in delivery_rows(db, "erp")] == ["dead", "pending", "pending"]
+
+
 def test_pause_keeps_backlog_and_resume_drains(db: Database, tmp_path: Path) -> None:
     add_events(db, [("x.recorded", "A", {}), ("x.recorded", "B", {})])
     relay = make_relay(db, {"f": _folder(tmp_path / "out")})
