@@ -298,6 +298,17 @@ class Lander:
              parent_id: int | None = None) -> Landed:
         landed = land(self.db, self.archive, channel=channel, src=src, name=name, origin=origin,
                       received_at=received_at, correlation_id=correlation_id, parent_id=parent_id)
-        if self.on_landed is not None and not landed.duplicate:
-            self.on_landed(landed)
+        self._wake([landed])
         return landed
+
+    def land_many(self, *, channel: str, units: Sequence[Unit]) -> list[Landed]:
+        """:func:`land_many`, then wake the processors for each new original."""
+        group = land_many(self.db, self.archive, channel=channel, units=units)
+        self._wake(group)
+        return group
+
+    def _wake(self, landed: Sequence[Landed]) -> None:
+        if self.on_landed is not None:
+            for one in landed:
+                if not one.duplicate:
+                    self.on_landed(one)

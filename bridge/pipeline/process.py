@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import operator
 import os
 import socket
 import threading
@@ -202,14 +201,8 @@ class Processor:
             self._finish(row.id, "failed", f"channel {row.channel!r} is not configured in this process")
             result.status = "failed"
             return result
-        whole_file = retry is not None and FILE_LEVEL in retry
         ctx = self._context(row, CrosswalkSnapshot(self.db))
-
-        def wanted(index: int) -> bool:
-            if retry is None:
-                return index > row.progress
-            return whole_file or index in retry or index > row.progress
-
+        wanted = _wanted(row, retry)
         retry_set = retry or set()
         if channel.config.all_or_nothing:
             return self._process_all_or_nothing(row, channel, ctx, result, wanted)
@@ -242,8 +235,7 @@ class Processor:
                 results[row.id] = self.process_claimed(row)
                 continue
             grouped.append(self._parse_and_map(row, channel, self._context(row, crosswalks),
-                                               ProcessResult(row.id, "failed"), set(),
-                                               functools.partial(operator.lt, row.progress), None))
+                                               ProcessResult(row.id, "failed"), set(), _wanted(row, None), None))
         if not grouped:
             return results
         try:
@@ -350,6 +342,7 @@ class Processor:
                 top = max(top, idx)
                 if outcome.error is not None:
                     bad.append((row, idx, outcome.error))
+                    result.failures += 1
                     continue
                 origin = Origin(row.channel, row.id, idx, row.name, row.correlation_id)
                 if (row.id, idx) in dupes:
@@ -369,6 +362,7 @@ class Processor:
             event_drafts.extend((d, file_origin) for d in batch.drafts)
             if batch.file_error is not None:
                 bad.append((row, FILE_LEVEL, batch.file_error))
+                result.failures += 1
             elif batch.final and FILE_LEVEL in batch.retry:
                 resolved.append((row.id, FILE_LEVEL))
             if top > row.progress:
@@ -377,7 +371,6 @@ class Processor:
         for batch in batches:
             batch.result.records += written.records_by_inbound[batch.row.id]
             batch.result.events += written.events_by_inbound[batch.row.id]
-            batch.result.failures += sum(1 for row, _idx, _err in bad if row is batch.row)
         if bad:
             self._record_failures(conn, bad)
         if resolved:
@@ -516,6 +509,15 @@ class Processor:
         with self.db.write() as conn:
             conn.execute(update(inbound_files).where(inbound_files.c.id == inbound_id).values(
                 status=status, error=error, claimed_by=None, claimed_until=None, processed_at=utcnow()))
+
+
+def _wanted(row: Any, retry: set[int] | None) -> Callable[[int], bool]:
+    """Which of the file's messages to run: those past its progress, and on a reprocess the retried ones
+    (every one if the file-level failure is retried)."""
+    if retry is None:
+        return lambda index: index > row.progress
+    whole_file = FILE_LEVEL in retry
+    return lambda index: whole_file or index in retry or index > row.progress
 
 
 class _Statements:

@@ -55,6 +55,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 from pydantic import Field, model_validator
 from sqlalchemy import select
 
@@ -410,7 +411,7 @@ class MllpSource(Source):
         units = [Unit(message, f"mllp-{(h.control_id if h is not None else '') or 'unknown'}.hl7", origin)
                  for (message, origin), h in zip(items, headers, strict=True)]
         try:
-            # ``land_many`` with the lander's database and archive, not ``Lander.land``: that would
+            # ``land_many`` with the lander's database and archive, not ``Lander.land_many``: that would
             # also wake the runtime's processors, which would then race this thread for the claim
             landed = land_many(self.lander.db, self.lander.archive, channel=self.channel, units=units)
         except (BridgeError, OSError) as exc:
@@ -489,8 +490,6 @@ class MllpSource(Source):
             ).all()
         if not rows:
             return self._ack(header, "AA")
-        import orjson
-
         parse = [r for r in rows if r.category == "parse"]
         first = parse[0] if parse else rows[0]
         err = InputError(first.reason, Position.from_dict(orjson.loads(first.position or "{}")))

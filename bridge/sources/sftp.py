@@ -77,7 +77,7 @@ from sqlalchemy import and_, bindparam, delete, exc, insert, or_, select, update
 from bridge.db import utcnow
 from bridge.db.tables import remote_files
 from bridge.errors import BridgeError, ConfigError, SourceError, StorageError
-from bridge.pipeline.land import Landed, Lander, Unit, land_many
+from bridge.pipeline.land import Landed, Lander, Unit
 from bridge.sftp_client import (
     Backoff,
     SftpConnection,
@@ -661,11 +661,9 @@ class SftpSource(Source):
 
     def _land_group(self, claims: list[_Claim]) -> None:
         units = [Unit(c.data or b"", c.entry.name, f"{self.cfg.where}{self._path(c.entry)}") for c in claims]
-        group = land_many(self.lander.db, self.lander.archive, channel=self.channel, units=units)
+        group = self.lander.land_many(channel=self.channel, units=units)
         for claim, landed in zip(claims, group, strict=True):
             claim.landed, claim.inbound_id = landed, landed.inbound_id
-            if self.lander.on_landed is not None and not landed.duplicate:
-                self.lander.on_landed(landed)
 
     def _stream(self, sftp: paramiko.SFTPClient, claim: _Claim) -> None:
         """Download a large file straight into the archive, pipelined, and land it."""
