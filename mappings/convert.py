@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from bridge.errors import MappingError, Position
 
-__all__ = ["to_date", "to_datetime", "to_decimal", "zone"]
+__all__ = ["finite_decimal", "to_date", "to_datetime", "to_decimal", "zone"]
 
 _zones: dict[str, ZoneInfo] = {}
 
@@ -31,13 +31,19 @@ def to_decimal(raw: str, *, field: str, position: Position) -> Decimal:
     neg = text.startswith("(") and text.endswith(")")
     if neg:
         text = text[1:-1]
+    value = finite_decimal(text, field=field, position=position)
+    return -value if neg else value
+
+
+def finite_decimal(text: str, *, field: str, position: Position) -> Decimal:
+    """``text`` as a finite Decimal: ``NaN`` and ``Infinity`` are refused too (the error names ``field``)."""
     try:
         value = Decimal(text)
     except InvalidOperation:
         raise MappingError(f"{field} is not a number", position.with_(field=field)) from None
     if not value.is_finite():
         raise MappingError(f"{field} is not a finite number", position.with_(field=field))
-    return -value if neg else value
+    return value
 
 
 def to_datetime(raw: str, *, formats: list[str], tz: str, field: str, position: Position) -> datetime:

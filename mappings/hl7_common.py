@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import functools
 from datetime import UTC, datetime, timedelta, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from bridge.errors import MappingError, Position
-from mappings.convert import zone
+from mappings.convert import finite_decimal, zone
 from parsers import hl7
 from parsers.base import Message as Envelope
 
@@ -97,13 +97,7 @@ def hl7_decimal(raw: str, *, field: str, position: Position, required: bool = Fa
         if required:
             raise MappingError(f"{field} is empty", position.with_(field=field))
         return None
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise MappingError(f"{field} is not a number", position.with_(field=field)) from None
-    if not value.is_finite():
-        raise MappingError(f"{field} is not a finite number", position.with_(field=field))
-    return value
+    return finite_decimal(text, field=field, position=position)
 
 
 def mrn(msg: hl7.Message, identifier_type: str = "MR") -> str | None:

@@ -131,9 +131,6 @@ class X12Mapping(Mapping):
     def map_set(self, tset: TransactionSet, message: Message, ctx: MappingContext) -> Sequence[Output]:
         raise NotImplementedError
 
-    def position(self, message: Message, seg_pos: int, seg_id: str, ref: str | None = None) -> Position:
-        return message.position.with_(segment=seg_id, segment_index=seg_pos, field=ref)
-
     def acknowledge(self, report: InterchangeReport, ctx: MappingContext) -> list[EventDraft]:
         """One draft per ack the interchange needs, routed to the partner's return channel only.
 
