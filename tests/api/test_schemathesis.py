@@ -13,14 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import schemathesis
-from hypothesis import HealthCheck, given
-from hypothesis import settings as hsettings
 
 from bridge.api.app import create_app
 from bridge.api.keys import create_client
 from bridge.db import Database
 from bridge.settings import Settings
 from tests.api.conftest import csv_rows
+from tests.helpers import fuzz_operation
 
 EXAMPLES = 8
 #: the managed API (issue 8) and the foundation routes it builds on; asserted strictly
@@ -42,17 +41,7 @@ def test_openapi_holds_under_generated_requests(db: Database, tmp_path: Path, in
             continue  # routes of other issues in flight (cxml, operators, crosswalks, destinations, console)
         if operation.path.startswith("/v1/failures/{id}/"):
             continue  # issue 9's operator actions on failures
-
-        @hsettings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-                   suppress_health_check=list(HealthCheck))
-        @given(case=operation.as_strategy())
-        def check(case: schemathesis.Case) -> None:
-            # business refusals of schema-valid data (an unknown vendor or item) are 422s by design
-            case.call_and_validate(headers={"X-API-Key": key},
-                                   excluded_checks=[schemathesis.checks.positive_data_acceptance])
-
-        try:
-            check()
-        except (Exception, BaseExceptionGroup) as e:  # noqa: BLE001 - a FailureGroup per operation: report all
-            failures.append(f"{operation.method.upper()} {operation.path}: {str(e)[:700]}")
+        failure = fuzz_operation(operation, key, examples=EXAMPLES, cut=700)
+        if failure:
+            failures.append(failure)
     assert not failures, "\n\n".join(failures)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import schemathesis
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given
-from hypothesis import settings as hsettings
 
 from bridge.api.keys import create_client
 from bridge.db import Database
+from tests.helpers import fuzz_operation
 from tests.ops.conftest import rows
 
 OURS = ("/v1/failures/", "/v1/crosswalks", "/v1/jobs", "/v1/audit", "/v1/inbound/{id}/resubmit")
@@ -23,16 +22,7 @@ def test_operator_routes_hold_under_generated_requests(db: Database, api: TestCl
         operation = result.ok()
         if not operation.path.startswith(OURS) or operation.path == "/v1/failures/{id}":
             continue
-
-        @hsettings(max_examples=10, deadline=None, database=None, derandomize=True,
-                   suppress_health_check=list(HealthCheck))
-        @given(case=operation.as_strategy())
-        def check(case: schemathesis.Case) -> None:
-            case.call_and_validate(headers={"X-API-Key": key},
-                                   excluded_checks=[schemathesis.checks.positive_data_acceptance])
-
-        try:
-            check()
-        except (Exception, BaseExceptionGroup) as e:  # noqa: BLE001 - report every operation's failures
-            failures.append(f"{operation.method.upper()} {operation.path}: {str(e)[:1500]}")
+        failure = fuzz_operation(operation, key, examples=10, cut=1500)
+        if failure:
+            failures.append(failure)
     assert not failures, "\n\n".join(failures)
