@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
-from bridge.errors import MappingError
+from bridge.errors import MappingError, Position
 from mappings.base import MappingContext, Output
 from mappings.canonical import Shipment, ShipmentLine
 from mappings.x12_common import X12Mapping, d8, el, money, pairs, vendor_of
@@ -31,15 +31,16 @@ from parsers.x12.sets import HLNode, hl_tree
 __all__ = ["Shipment856Mapping"]
 
 
-def _when(d: str, t: str) -> datetime | date | None:
-    if not d:
-        return None
-    try:
-        if t:
-            return datetime.strptime(d + t[:4].ljust(4, "0"), "%Y%m%d%H%M").replace(tzinfo=UTC)
-        return datetime.strptime(d, "%Y%m%d").date()
-    except ValueError:
-        return None
+def _when(d: str, t: str, pos: Position, date_ref: str, time_ref: str) -> datetime | date | None:
+    """A CCYYMMDD date and an optional HHMM[SS[d..]] time (BSN03/04, DTM02/03): a datetime in UTC with a time,
+    a date without; a bad date or time is a mapping error naming the element, never silently dropped."""
+    day = d8(d, pos, date_ref)
+    if day is None or not t:
+        return day
+    hh, mm = t[:2], t[2:4]
+    if len(t) < 4 or not t.isdigit() or int(hh) > 23 or int(mm) > 59:
+        raise MappingError(f"{time_ref} is not an HHMM time", pos.with_(field=time_ref))
+    return datetime(day.year, day.month, day.day, int(hh), int(mm), tzinfo=UTC)
 
 
 class Shipment856Mapping(X12Mapping):
@@ -57,17 +58,20 @@ class Shipment856Mapping(X12Mapping):
         if shipment is None:
             raise MappingError("856 has no shipment-level HL (HL03 = S)", message.position.with_(segment="HL"))
         carrier = tracking = None
-        shipped: datetime | date | None = _when(el(bsn[1], 3), el(bsn[1], 4))
+        shipped: datetime | date | None = _when(el(bsn[1], 3), el(bsn[1], 4), bpos, "BSN03", "BSN04")
         expected: datetime | date | None = None
-        for _, seg in shipment.segments:
+        for p, seg in shipment.segments:
             if seg[0] == "TD5":
                 carrier = el(seg, 3) or el(seg, 5) or carrier
             elif seg[0] == "REF" and el(seg, 1) in ("BM", "CN") and not tracking:
                 tracking = el(seg, 2)
-            elif seg[0] == "DTM" and el(seg, 1) == "011":
-                shipped = _when(el(seg, 2), el(seg, 3)) or shipped
-            elif seg[0] == "DTM" and el(seg, 1) == "017":
-                expected = _when(el(seg, 2), el(seg, 3))
+            elif seg[0] == "DTM" and el(seg, 1) in ("011", "017"):
+                dpos = message.position.with_(segment="DTM", segment_index=p)
+                when = _when(el(seg, 2), el(seg, 3), dpos, "DTM02", "DTM03")
+                if el(seg, 1) == "011":
+                    shipped = when or shipped
+                else:
+                    expected = when
         lines: list[ShipmentLine] = []
         po_numbers: list[str] = []
         self._walk(shipment, None, None, lines, po_numbers, message, ctx)

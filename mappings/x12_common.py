@@ -71,9 +71,12 @@ def money(seg: list[str], i: int, pos: Position, *, required: bool = True, index
             raise MappingError(f"{seg[0]}{i:02d} is empty", _where(pos, seg[0], i, index))
         return None
     try:
-        return Decimal(raw)
+        value = Decimal(raw)
     except InvalidOperation:
-        raise MappingError(f"{seg[0]}{i:02d} is not a number", _where(pos, seg[0], i, index)) from None
+        value = None
+    if value is None or not value.is_finite():  # NaN and Infinity are Decimals too, but not X12 numbers
+        raise MappingError(f"{seg[0]}{i:02d} is not a number", _where(pos, seg[0], i, index))
+    return value
 
 
 def _where(pos: Position, seg_id: str, i: int, index: int | None) -> Position:

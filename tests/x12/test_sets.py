@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -24,6 +24,7 @@ from mappings.x12_837 import Claim837Mapping
 from mappings.x12_850 import PurchaseOrder850Mapping
 from mappings.x12_855 import PurchaseOrderAck855Mapping
 from mappings.x12_856 import Shipment856Mapping
+from mappings.x12_common import money
 from parsers.x12.sets import hl_tree, loops
 from tests.x12.conftest import ctx, parse, sample
 
@@ -113,6 +114,41 @@ def test_856_hierarchy_lots_and_serials() -> None:
     assert (a.item, a.lot, a.expires, a.package, a.po_number, a.quantity) == (
         "ITM-1001", "LOT2026A", date(2028, 10, 31), "00012345678900000017", "PO-2026-0042", Decimal(10))
     assert (b.lot, b.serial, b.unit) == ("LOT77B", "SN-000991", "CS")
+
+
+@pytest.mark.parametrize(("old", "new", "field", "segment"), [
+    (b"BSN*00*ASN-55001*20261127*0700~", b"BSN*00*ASN-55001*20261327*0700~", "BSN03", "BSN"),
+    (b"BSN*00*ASN-55001*20261127*0700~", b"BSN*00*ASN-55001*20261127*2561~", "BSN04", "BSN"),
+    (b"DTM*017*20261129~", b"DTM*017*2026-11-29~", "DTM02", "DTM"),
+    (b"DTM*011*20261127~", b"DTM*011*20261127*07X0~", "DTM03", "DTM"),
+])
+def test_856_bad_date_or_time_is_an_error_naming_the_element(old: bytes, new: bytes, field: str,
+                                                              segment: str) -> None:
+    assert old in sample("856.x12")
+    (msg,) = [m for m in parse(sample("856.x12").replace(old, new)) if m.type == "856"]
+    with pytest.raises(MappingError) as info:
+        Shipment856Mapping().map(msg, ctx(VENDORS))
+    assert info.value.position.field == field and info.value.position.segment == segment
+    assert field in info.value.reason
+
+
+def test_856_time_goes_with_its_date() -> None:
+    text = sample("856.x12").replace(b"DTM*011*20261127~", b"DTM*011*20261127*1432~")
+    (msg,) = [m for m in parse(text) if m.type == "856"]
+    (s,) = Shipment856Mapping().map(msg, ctx(VENDORS))
+    assert s.shipped_at == datetime(2026, 11, 27, 14, 32, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("amount", ["NaN", "Infinity", "-inf", "sNaN", "1E3"])
+def test_an_amount_that_is_not_an_x12_number_is_refused(amount: str) -> None:
+    # the parser refuses it in the elements its set tables type as R/N (999 code 6) ...
+    (msg, _) = parse(sample("810.x12").replace(b"IT1*1*10*BX*12.5*", b"IT1*1*10*BX*" + amount.encode() + b"*"))
+    assert msg.error is not None and msg.error.position.field == "IT104"
+    # ... and money() refuses NaN and Infinity in any element a mapping reads as an amount
+    if amount != "1E3":
+        with pytest.raises(MappingError) as info:
+            money(["SAC", "C", "", "", "", amount], 5, msg.position)
+        assert info.value.reason == "SAC05 is not a number" and info.value.position.field == "SAC05"
 
 
 def test_810_invoice_with_tds_and_sac() -> None:
