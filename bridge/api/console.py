@@ -31,16 +31,18 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import orjson
-from fastapi import APIRouter, Depends, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import delete, insert, select
+from starlette.datastructures import UploadFile as StarletteUpload
 
 from bridge import ops
 from bridge.api.keys import Client, _client, authenticate
 from bridge.api.phi import PHI_SCOPE
-from bridge.api.routes.operators import get_jobs, get_ops
+from bridge.api.problems import Problem
+from bridge.api.routes.operators import get_jobs, get_ops, read_upload
 from bridge.db import Database, utcnow
 from bridge.db.tables import api_clients, console_sessions, inbound_files
 
@@ -127,7 +129,8 @@ class _Answer(Exception):
 
 
 class _ConsoleRoute(APIRoute):
-    """A console route: an :class:`_Answer` is sent as it is, an ``OpsError`` as the error page.
+    """A console route: an :class:`_Answer` is sent as it is, an ``OpsError`` or a ``Problem`` (e.g. an
+    upload past ``api.max_upload_bytes``) as the error page.
 
     So each page states what it needs in its signature (:data:`SignedIn`,
     :data:`FormSession`, :data:`Operator`) and calls :mod:`bridge.ops` plainly.
@@ -141,7 +144,7 @@ class _ConsoleRoute(APIRoute):
                 return await handler(request)
             except _Answer as answer:
                 return answer.response
-            except ops.OpsError as exc:
+            except (ops.OpsError, Problem) as exc:
                 return _refuse(request, getattr(request.state, "console_session", None), exc.status, str(exc))
 
         return handle
@@ -404,9 +407,7 @@ def resubmit_form(request: Request, sess: SignedIn, inbound_id: int) -> Response
 async def resubmit(request: Request, sess: Operator, inbound_id: int) -> Response:
     form = await request.form()
     upload = form.get("file")
-    data = b""
-    if isinstance(upload, UploadFile) or hasattr(upload, "read"):
-        data = await upload.read()  # type: ignore[union-attr]
+    data = await read_upload(request, upload) if isinstance(upload, StarletteUpload) else b""
     if not data and form.get("content"):
         data = _restore_line_endings(get_ops(request), inbound_id, str(form.get("content")))
     out = ops.resubmit(get_ops(request), inbound_id, data, actor=sess.actor,
@@ -471,7 +472,7 @@ async def crosswalk_import(request: Request, sess: Operator) -> Response:
     form = await request.form()
     kind = str(form.get("kind") or "")
     upload = form.get("file")
-    data = await upload.read() if hasattr(upload, "read") else b""  # type: ignore[union-attr]
+    data = await read_upload(request, upload) if isinstance(upload, StarletteUpload) else b""
     out = ops.crosswalk_import(_db(request), kind, data.decode("utf-8-sig", "replace"), actor=sess.actor,
                                reason=str(form.get("reason") or "") or None,
                                where=f"upload {getattr(upload, 'filename', '')}")

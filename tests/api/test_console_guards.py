@@ -9,9 +9,11 @@ import re
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from bridge import ops
 from bridge.api.keys import create_client
 from bridge.db import Database
 from bridge.db.tables import console_sessions
+from bridge.settings import Settings
 
 
 def _sign_in(api: TestClient, db: Database, key: str) -> str:
@@ -47,3 +49,23 @@ def test_console_guards_answer_each_case_with_its_page(api: TestClient, db: Data
     csrf = _sign_in(api, db, viewer)
     read_only = api.post(action, data={"status": "resolved", "reason": "x", "csrf": csrf})
     assert read_only.status_code == 403 and "ops:write" in read_only.text
+
+
+def test_console_uploads_past_the_limit_get_the_error_page_and_change_nothing(
+        api: TestClient, db: Database, settings: Settings) -> None:
+    _, operator = create_client(db, "operator", ["ops:*"])
+    csrf = _sign_in(api, db, operator)
+    settings.api.max_upload_bytes = 64
+    big = "source_code,target_code\n" + "".join(f"C{i},T{i}\n" for i in range(20))
+    refused = api.post("/console/crosswalks/import", data={"kind": "item", "csrf": csrf, "reason": "x"},
+                       files={"file": ("items.csv", big.encode())})
+    assert refused.status_code == 413 and "max_upload_bytes (64)" in refused.text
+    assert ops.crosswalk_search(db, "item", None, limit=10) == []
+    resubmit = api.post("/console/inbound/1/resubmit", data={"csrf": csrf, "reason": "x"},
+                        files={"file": ("fixed.csv", big.encode())})
+    assert resubmit.status_code == 413 and "max_upload_bytes (64)" in resubmit.text
+
+    small = "source_code,target_code\nC1,T1\n"
+    saved = api.post("/console/crosswalks/import", data={"kind": "item", "csrf": csrf, "reason": "x"},
+                     files={"file": ("items.csv", small.encode())}, follow_redirects=False)
+    assert saved.status_code == 303 and [e.source_code for e in ops.crosswalk_search(db, "item", None)] == ["C1"]

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Path, Query, Request, Security, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import UploadFile as StarletteUpload
 
 from bridge import ops
 from bridge.api.deps import DbDep, OpsReader, current_client
@@ -57,7 +58,7 @@ def raise_problem(exc: ops.OpsError) -> Problem:
     return Problem(exc.status, str(exc), slug=slug)
 
 
-async def read_upload(request: Request, file: UploadFile) -> bytes:
+async def read_upload(request: Request, file: StarletteUpload) -> bytes:
     """The uploaded bytes; a problem 413 past ``api.max_upload_bytes`` (read no further than one byte past it)."""
     limit: int = request.app.state.settings.api.max_upload_bytes
     data = await file.read(limit + 1)
