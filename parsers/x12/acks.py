@@ -92,8 +92,7 @@ def render_ack(report: InterchangeReport, kind: str, *, next_control: Callable[[
     ic = report.interchange
     d = delimiters or Delimiters(ic.delimiters.element, ic.delimiters.component,
                                  ic.delimiters.repetition or "^", ic.delimiters.segment)
-    chars = (d.element, d.component, d.repetition, d.segment)
-    if len(set(chars)) != 4 or any(c is None or c.isalnum() or c.isspace() for c in chars):
+    if not d.usable():
         d = Delimiters()  # the sender's own delimiters clash (that may be why it is rejected): use the defaults
     version = ic.version if ic.version in ("00401", "00501") else ("00501" if ic.version > "00501" else "00401")
     control = next_control("isa")

@@ -55,10 +55,10 @@ class PartnerConfig(BaseModel):
     def _check(self) -> PartnerConfig:
         if self.po_format == "cxml" and self.cxml is None:
             raise ValueError("po_format cxml needs a cxml block (identities, shared_secret_env, destination)")
+        if not self.delimiters.usable():
+            raise ValueError("the four delimiters must differ and be neither letters, digits nor spaces")
         chars = [self.element_separator, self.component_separator, self.repetition_separator,
                  self.segment_terminator]
-        if len(set(chars)) != 4 or any(c.isalnum() or c.isspace() for c in chars):
-            raise ValueError("the four delimiters must differ and be neither letters, digits nor spaces")
         for value in (self.isa_id, self.our_isa_id, self.gs_id or "", self.our_gs_id or ""):
             if any(c in value for c in chars):
                 raise ValueError("an id contains a delimiter character")

@@ -44,6 +44,12 @@ class Delimiters:
     repetition: str | None = "^"
     segment: str = "~"
 
+    def usable(self) -> bool:
+        """Whether a document can be written with these: four different characters, none a letter, digit or
+        space (X12.5: a delimiter must not occur in data)."""
+        chars = (self.element, self.component, self.repetition, self.segment)
+        return len(set(chars)) == 4 and not any(c is None or c.isalnum() or c.isspace() for c in chars)
+
 
 class IsaError(ParseError):
     """The ISA cannot be read. ``note`` is the TA1 note code (X12 TA105) that fits;
