@@ -670,7 +670,7 @@ class SftpSource(Source):
         entry = claim.entry
         fh = self._open(sftp, entry)
         try:
-            fh.prefetch(entry.size, max_concurrent_requests=self.cfg.prefetch_requests)
+            _prefetch(fh, entry.size, self.cfg.prefetch_requests)
             src = _RemoteReader(fh, entry, self._remote, lambda: self._set(
                 claim.row_id, lease_until=utcnow() + timedelta(seconds=self.cfg.lease_seconds)))
             landed = self.lander.land(channel=self.channel, src=cast(BinaryIO, src), name=entry.name,
@@ -753,3 +753,44 @@ def _close_quietly(fh: paramiko.SFTPFile) -> None:
     """Close a remote handle; a failure here changes nothing (the bytes were checked, or the error raised)."""
     with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
         fh.close()
+    f: Any = fh
+    with f._prefetch_lock:  # a prefetch thread waiting for room (the connection died) sees the handle closed
+        f._prefetch_extents.clear()
+
+
+def _prefetch(fh: paramiko.SFTPFile, size: int, max_requests: int) -> None:
+    """paramiko's pipelined prefetch of ``fh`` up to ``size``, with two of its races closed.
+
+    paramiko marks a prefetch done whenever no request is in flight, which happens whenever the
+    server answers before its thread has sent the next request (always with one request in flight,
+    now and then with more). The reader then falls back to one synchronous request per round
+    trip, while the thread goes on requesting the rest of the file into a buffer nobody reads
+    (memory up to the file's size) and outlives the handle, dying with "Socket is closed" in a
+    thread of its own once the connection closes. Here "done" stands only once the thread has
+    sent every request, and the thread stops at the first request after the handle closed; a
+    connection error in it is left to the reader, which meets the same error.
+    """
+    f: Any = fh  # paramiko's private prefetch state, untyped in its stubs
+    unsent = [1]  # requests not yet in flight, the one being sent included (an upper bound)
+    original_thread, original_response = f._prefetch_thread, f._async_response
+
+    def chunks(planned: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+        for i, chunk in enumerate(planned):
+            unsent[0] = len(planned) - i
+            if f._closed:
+                break
+            yield chunk  # paramiko resumes this only after the previous request is in flight
+        unsent[0] = 0
+
+    def _prefetch_thread(planned: list[tuple[int, int]], limit: int | None) -> None:
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            original_thread(chunks(planned), limit)
+
+    def _async_response(t: int, msg: paramiko.Message, num: int) -> None:
+        original_response(t, msg, num)
+        if unsent[0]:
+            with f._prefetch_lock:
+                f._prefetch_done = False
+
+    f._prefetch_thread, f._async_response = _prefetch_thread, _async_response
+    fh.prefetch(size, max_concurrent_requests=max_requests)
