@@ -98,5 +98,5 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("paramiko", "pika", "watchdog", "uvicorn.access", "httpx", "alembic"):
+    for noisy in ("paramiko", "pika", "watchdog", "uvicorn.access", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
