@@ -3,7 +3,7 @@
 For each scenario (destination x backend x relay processes) a fresh database
 gets ``--events`` events over ``--keys`` ordering keys, then relay processes
 (``bridge``'s :class:`outbox.relay.Relay` in subprocesses) deliver the backlog to a
-local receiver: a uvicorn ASGI app in a thread (HTTP) or a pika consumer on a
+local receiver: a bare asyncio HTTP/1.1 responder in a thread (HTTP) or a pika consumer on a
 fresh queue (RabbitMQ, 127.0.0.1:5672). Printed per scenario:
 
 - ``throughput``: events/s draining the backlog (first receipt to last);
@@ -15,9 +15,15 @@ fresh queue (RabbitMQ, 127.0.0.1:5672). Printed per scenario:
   so the figure includes up to ``--poll`` (in ``bridge run`` the writer's commit
   wakes its own relay);
 - ``dupes``: receipts beyond the first per event id (must be 0 without faults);
-- ``cpu us/ev``: CPU time (user + system) of the relay processes per event
-  delivered, over the whole scenario (backlog, paced phase, idle waits): a
-  figure that a busy machine inflates far less than events/s.
+- ``CPU ms per 1,000 events`` over the whole scenario (backlog, paced phase,
+  idle waits), a figure that a busy machine inflates far less than events/s:
+  ``relay`` (user + system of the relay processes after start-up), ``claim``/``send``/``record``
+  (thread CPU of the workers inside ``Relay.claim``, the destinations'
+  ``deliver_many`` and ``Relay.record``; the rest of ``relay`` is fan-out,
+  LISTEN and lease timers), ``pg`` (the PostgreSQL backends of the
+  relay processes, found by ``application_name``) and ``mq`` (every
+  ``beam.smp`` on the machine: RabbitMQ, shared with anything else using it);
+  then the number of claims the relays made, and how many found nothing.
 
 Usage: ``.venv/bin/python bench/relay.py --events 20000`` (default 100,000).
 Figures on a shared 2-core machine are noisy.
@@ -77,35 +83,81 @@ class Receipts:
 
 
 def start_http(receipts: Receipts) -> tuple[str, Any]:
-    import uvicorn
+    """The ERP's stand-in: a bare asyncio HTTP/1.1 responder in a thread of this process.
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
-        headers = dict(scope["headers"])
-        doc = orjson.loads(body)
-        receipts.add(headers[b"idempotency-key"].decode(), doc.get("created_at"))
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
-        await send({"type": "http.response.body", "body": b""})
+    Per request it counts the ``Idempotency-Key``, reads ``created_at`` from the JSON
+    body (for latency and duplicates) and answers 200 on the kept-alive connection.
+    uvicorn (h11) cost 130 to 180 us CPU per request on the 2 cores the relay
+    shares; this costs 15 to 40 (``bench/http_clients.py`` prints the clients' and
+    this receiver's CPU per request). It reads ``Content-Length`` bodies only, which
+    is what the destination sends: anything else is answered 411 (400 without an
+    ``Idempotency-Key``) and closed.
+    Returns the URL and a handle whose ``should_exit = True`` stops the receiver
+    (uvicorn.Server's spelling, which ``run`` uses).
+    """
+    import asyncio
+    import re
 
-    import socket
+    field = re.compile(rb"\r\n(content-length|idempotency-key):[ \t]*([^\r]*)", re.IGNORECASE)
+    transports: set[asyncio.Transport] = set()
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    t.start()
-    while not server.started:
-        time.sleep(0.01)
-    return f"http://127.0.0.1:{port}/events", server
+    class Webhook(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.buf = bytearray()
+            self.transport: Any = None
+
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+            transports.add(transport)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            transports.discard(self.transport)
+
+        def data_received(self, data: bytes) -> None:
+            self.buf += data
+            while (end := self.buf.find(b"\r\n\r\n")) >= 0:  # a whole head: requests may be pipelined
+                fields = {m[1].lower(): m[2] for m in field.finditer(self.buf, 0, end)}
+                length, key = fields.get(b"content-length", b""), fields.get(b"idempotency-key")
+                if key is None or not length.isdigit():
+                    status = b"400 Bad Request" if key is None else b"411 Length Required"
+                    self.transport.write(b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    self.transport.close()
+                    return
+                stop = end + 4 + int(length)
+                if len(self.buf) < stop:
+                    return
+                doc = orjson.loads(self.buf[end + 4:stop])
+                del self.buf[:stop]
+                receipts.add(key.decode(), doc.get("created_at"))
+                self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(loop.create_server(Webhook, "127.0.0.1", 0))
+    port = server.sockets[0].getsockname()[1]
+
+    def serve() -> None:
+        loop.run_forever()
+        server.close()
+        for transport in list(transports):
+            transport.close()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+
+    thread = threading.Thread(target=serve, name="webhook", daemon=True)
+    thread.start()
+
+    class Handle:
+        @property
+        def should_exit(self) -> bool:
+            return not thread.is_alive()
+
+        @should_exit.setter
+        def should_exit(self, value: bool) -> None:
+            if value and thread.is_alive():
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(10)
+
+    return f"http://127.0.0.1:{port}/events", Handle()
 
 
 def start_amqp(receipts: Receipts, exchange: str, queue: str) -> Any:
@@ -116,15 +168,14 @@ def start_amqp(receipts: Receipts, exchange: str, queue: str) -> Any:
     ch.exchange_declare(exchange, exchange_type="topic", durable=True)
     ch.queue_declare(queue, durable=True)
     ch.queue_bind(queue, exchange, routing_key="#")
-    ch.basic_qos(prefetch_count=2000)
     stop = threading.Event()
 
-    def on_message(channel: Any, method: Any, props: Any, body: bytes) -> None:
+    def on_message(_channel: Any, _method: Any, props: Any, body: bytes) -> None:
         doc = orjson.loads(body)
         receipts.add(props.message_id, doc.get("created_at"))
-        channel.basic_ack(method.delivery_tag, multiple=False)
 
-    ch.basic_consume(queue, on_message)
+    # auto-ack: the receiver is not under test, and a basic.ack per message doubled the broker's work
+    ch.basic_consume(queue, on_message, auto_ack=True)
 
     def loop() -> None:
         while not stop.is_set():
@@ -174,18 +225,90 @@ def write(db: Database, n: int, keys: int, start: int = 0, chunk: int = 2000) ->
 
 # -- relay processes ----------------------------------------------------------
 
+_PHASES = ("claim", "send", "record")
+
+
 def child(url: str, spec: str) -> None:
     from bridge.settings import DestinationConfig, RelayConfig
+    from outbox import relay as relay_module
     from outbox.relay import Relay
 
     s = orjson.loads(spec)
     relay = Relay(Database(url), {"bench": DestinationConfig.model_validate(s["destination"])},
                   RelayConfig(**s["relay"]))
+    spent = dict.fromkeys((*_PHASES, "claims", "empty"), 0.0)
+    lock = threading.Lock()
+
+    def timed(phase: str, fn: Any) -> Any:
+        def wrapper(*a: Any, **kw: Any) -> Any:
+            t = time.thread_time()
+            out = None
+            try:
+                out = fn(*a, **kw)
+                return out
+            finally:
+                with lock:
+                    spent[phase] += time.thread_time() - t
+                    if phase == "claim":
+                        spent["claims"] += 1
+                        spent["empty"] += not out
+        return wrapper
+
+    # thread CPU of each phase of the worker loop (instrumented here, not in the relay)
+    relay.claim = timed("claim", relay.claim)  # type: ignore[method-assign]
+    relay.record = timed("record", relay.record)  # type: ignore[method-assign]
+    relay_module.attempt_many = timed("send", relay_module.attempt_many)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
+    spent["startup"] = time.process_time()  # imports and set-up, left out of the relay figure
     relay.start()
     done.wait()
     relay.stop()
+    Path(s["report"]).write_bytes(orjson.dumps(spent))
+
+
+def _ticks(pid: int) -> float:
+    """CPU seconds (user + system) of a process so far; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _beam_cpu() -> float:
+    """CPU seconds of every beam.smp (RabbitMQ) process on the machine."""
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if (proc / "comm").read_text().strip() == "beam.smp":
+                    total += _ticks(int(proc.name))
+            except OSError:
+                continue
+    return total
+
+
+class Backends:
+    """CPU of the PostgreSQL backends serving one ``application_name``, sampled while they live."""
+
+    def __init__(self, db: Database | None, app: str) -> None:
+        self.db, self.app = db, app
+        self.seen: dict[int, float] = {}
+
+    def sample(self) -> None:
+        if self.db is None:
+            return
+        from sqlalchemy import text
+
+        with self.db.read() as conn:
+            pids = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE application_name = :a"),
+                                {"a": self.app}).scalars().all()
+        for pid in pids:
+            self.seen[pid] = max(self.seen.get(pid, 0.0), _ticks(pid))
+
+    def total(self) -> float:
+        return sum(self.seen.values())
 
 
 def run(args: argparse.Namespace, dest: str, backend: str, procs: int, tmp: Path) -> dict[str, Any]:
@@ -202,15 +325,21 @@ def run(args: argparse.Namespace, dest: str, backend: str, procs: int, tmp: Path
         stopper = start_amqp(receipts, exchange, queue)
         destination = {"type": "amqp", "url": AMQP_URL, "exchange": exchange}
     write(db, args.events, args.keys)
-    spec = orjson.dumps({"destination": destination, "relay": {
-        "workers": args.workers, "batch_size": args.batch, "lease_seconds": args.lease, "poll_seconds": args.poll}}).decode()
-    cpu0 = _children_cpu()
-    children = [subprocess.Popen([sys.executable, __file__, "--child", url, spec], cwd=ROOT) for _ in range(procs)]
+    reports = [tmp / f"phases-{uuid.uuid4().hex[:8]}.json" for _ in range(procs)]
+    app = f"relaybench{uuid.uuid4().hex[:8]}"
+    child_url = url if drop is None else f"{url}&application_name={app}"
+    backends = Backends(db if drop is not None else None, app)
+    cpu0, mq0 = _children_cpu(), _beam_cpu()
+    children = [subprocess.Popen([sys.executable, __file__, "--child", child_url, orjson.dumps({
+        "destination": destination, "report": str(report), "relay": {
+            "workers": args.workers, "batch_size": args.batch, "lease_seconds": args.lease,
+            "poll_seconds": args.poll}}).decode()], cwd=ROOT) for report in reports]
     try:
         t0 = time.time()
         deadline = t0 + args.timeout
         while len(receipts.times) < args.events and time.time() < deadline:
             time.sleep(0.1)
+            backends.sample()
         got = len(receipts.times)
         times = sorted(receipts.times.values())
         span = (times[-1] - times[0]) if len(times) > 1 else float("nan")
@@ -226,6 +355,7 @@ def run(args: argparse.Namespace, dest: str, backend: str, procs: int, tmp: Path
         deadline = time.time() + 30
         while len(receipts.times) < paced_n and time.time() < deadline:
             time.sleep(0.05)
+        backends.sample()
         plat = sorted(receipts.times[k] - receipts.created[k] for k in receipts.created)
         dupes += receipts.total - len(receipts.times)
         from sqlalchemy import func, select
@@ -244,6 +374,7 @@ def run(args: argparse.Namespace, dest: str, backend: str, procs: int, tmp: Path
                 c.kill()
                 c.wait()
         relay_cpu = _children_cpu() - cpu0
+        mq_cpu = _beam_cpu() - mq0 if dest == "amqp" else 0.0
         if dest == "http":
             server.should_exit = True
         else:
@@ -258,11 +389,20 @@ def run(args: argparse.Namespace, dest: str, backend: str, procs: int, tmp: Path
     def pct(xs: list[float], p: float) -> float:
         return xs[min(len(xs) - 1, int(p * len(xs)))] * 1000 if xs else float("nan")
 
+    per_k = 1e6 / max(1, got + paced_n)  # CPU seconds -> ms per 1,000 events
+    phases = dict.fromkeys((*_PHASES, "startup", "claims", "empty"), 0.0)
+    for report in reports:
+        if report.exists():
+            for k, v in orjson.loads(report.read_bytes()).items():
+                phases[k] += v
     return {"dest": dest, "backend": backend, "procs": procs, "received": got, "events": args.events,
             "eps": got / span if span == span and span > 0 else float("nan"),
             "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "paced_p50": pct(plat, 0.5), "paced_p99": pct(plat, 0.99),
             "dupes": dupes, "failed": {(e or "")[:70]: n for e, n in failed},
-            "cpu_us": relay_cpu / max(1, got + paced_n) * 1e6}
+            "relay_ms": (relay_cpu - phases["startup"]) * per_k, "claims": int(phases["claims"]),
+            "empty": int(phases["empty"]), **{f"{k}_ms": v * per_k for k, v in phases.items()},
+            "pg_ms": backends.total() * per_k if drop is not None else float("nan"),
+            "mq_ms": mq_cpu * per_k if dest == "amqp" else float("nan")}
 
 
 def _children_cpu() -> float:
@@ -300,14 +440,17 @@ def main() -> None:
           f"per process, paced {args.paced_rate}/s; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
           f"{os.cpu_count()} CPUs (shared, noisy)")
     print(f"{'scenario':<22}{'received':>10}{'events/s':>10}{'backlog p50':>13}{'p99 ms':>9}"
-          f"{'paced p50':>11}{'p99 ms':>9}{'dupes':>7}{'cpu us/ev':>11}")
+          f"{'paced p50':>11}{'p99 ms':>9}{'dupes':>7}  CPU ms per 1,000 events: "
+          f"{'relay':>6}{'claim':>6}{'send':>6}{'record':>7}{'pg':>6}{'mq':>6}")
     with tempfile.TemporaryDirectory() as tmp:
         for dest, backend, procs in scenarios:
             r = run(args, dest, backend, procs, Path(tmp))
             print(f"{dest + '/' + backend + ' x' + str(procs):<22}{r['received']:>10}{r['eps']:>10.0f}"
                   f"{r['p50']:>13.0f}{r['p99']:>9.0f}{r['paced_p50']:>11.0f}{r['paced_p99']:>9.0f}{r['dupes']:>7}"
-                  f"{r['cpu_us']:>11.0f}",
+                  f"{'':26}{r['relay_ms']:>6.0f}{r['claim_ms']:>6.0f}{r['send_ms']:>6.0f}{r['record_ms']:>7.0f}"
+                  f"{r['pg_ms']:>6.0f}{r['mq_ms']:>6.0f}",
                   flush=True)
+            print(f"{'':<22}claims: {r['claims']} ({r['empty']} empty)", flush=True)
             for error, n in r["failed"].items():
                 print(f"{'':<22}failed attempts: {n} x {error}", flush=True)
 

@@ -43,12 +43,23 @@ whole key (they all see an earlier pending delivery), so a dead process's key
 comes back when its head's lease expires, and a claim writes one row per key,
 not one per event. On PostgreSQL the claim is one statement
 (:data:`_PG_CLAIM`): heads row-locked ``FOR UPDATE SKIP LOCKED`` (several
-processes take disjoint heads), found through the partial index of pending
-rows by ``event_seq`` (the delivered history is never walked) with one index
-probe each for "an earlier pending delivery of this key?", the runs read by a
-LATERAL range scan per head, the lease written, the events returned. SQLite
-serialises claims with ``BEGIN IMMEDIATE`` (SQLAlchemy ignores
-``with_for_update`` there) and claims in three plain statements.
+processes take disjoint heads), the runs read by a LATERAL range scan per head,
+the lease written, the events returned. SQLite serialises claims with ``BEGIN
+IMMEDIATE`` (SQLAlchemy ignores ``with_for_update`` there) and claims in three
+plain statements.
+
+**Heads.** A claim looks for heads only among the rows flagged ``head``
+(migration 0005, index ``ix_deliveries_pending_head``), never among the
+followers: walking every pending row made each claim read the whole backlog
+when most keys were held by other workers or processes. The flag may be set on
+a row that is not (yet) its key's first pending one, so the claim still probes
+"an earlier pending delivery of this key?" for each flagged candidate (one index
+lookup); what must never happen is a key whose first pending row is unflagged,
+for then the key stalls. So: the fan-out flags the first new delivery of a key
+with nothing pending (see :data:`_PG_HELD_KEYS` for the race with a record on
+PostgreSQL); :meth:`Relay.record` flags the next pending delivery of each key
+whose head was delivered or dead-lettered (:data:`_PG_PROMOTE`); a replayed
+delivery is flagged.
 
 **Delivery.** Each destination gets its share of a batch in one
 ``deliver_many`` call (``amqp`` pipelines the batch and collects the publisher
@@ -63,7 +74,8 @@ this process that inserted events wakes the fan-out when it commits (an engine
 ``commit`` hook); on PostgreSQL, a trigger on ``events`` (migration 0004)
 sends ``NOTIFY bridge_outbox`` at commit and every relay process listens, and
 the fan-out notifies the workers of every process when it inserts deliveries.
-A worker that got a batch claims again at once.
+A worker that got a batch claims again at once, and one that got a full batch
+(``relay.batch_size`` keys) first wakes an idle colleague.
 
 **Retry schedule.** Stored in the row (``attempts``, ``next_attempt_at``,
 ``last_error``), so a restart resumes it. Waits are exponential with full
@@ -72,7 +84,9 @@ from the far side is a lower bound. A delivery is dead-lettered when the
 destination refuses it for good, after ``relay.max_attempts`` attempts, or once
 it has been pending longer than ``relay.max_age_seconds`` (counted from its
 fan-out or its last replay). Every attempt is a ``delivery_attempts`` row; on PostgreSQL a batch's outcomes are
-written by one UPDATE and one INSERT over ``unnest`` arrays, not row by row.
+written by array statements, not row by row: the delivered ones by one UPDATE
+over their ids (per status code), the failed ones by one over ``unnest``
+arrays, the attempts by one INSERT.
 
 **Operations.** :func:`destination_status`, :func:`pause`, :func:`resume` and
 :func:`replay` serve the CLI and the API; :meth:`Relay.prune` deletes delivered
@@ -96,11 +110,26 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 import orjson
 import psycopg
-from sqlalchemy import bindparam, delete, event, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    delete,
+    event,
+    exists,
+    func,
+    insert,
+    literal,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from tenacity import RetryCallState, wait_random_exponential
@@ -134,20 +163,20 @@ _IDLE_POLLS = 8
 _ANALYZE_AFTER = 2000
 
 
-# The PostgreSQL claim (see Relay._claim_pg). ``heads``: due, unleased pending deliveries with no
-# earlier pending delivery of their key, oldest first, row-locked SKIP LOCKED so concurrent
-# claimers take disjoint heads (OFFSET 0 keeps the probe a per-candidate index lookup: pulled
-# up into an anti-join, PostgreSQL plans a nested scan of every pending row whenever the
-# statistics of this fast-growing table are stale). ``runs``: behind each head, the next pending
-# deliveries of its key up to the first one that is not due or is leased (bool_and over the
-# key's order). Only the heads are leased (``leased``): holding a key's head keeps every other
-# claimer off the whole key, so followers need neither a row lock nor a lease of their own, and
-# a claim writes one row version per key instead of one per event.
+# The PostgreSQL claim (see Relay._claim_pg). ``heads``: due, unleased pending deliveries flagged
+# ``head`` (ix_deliveries_pending_head) with no earlier pending delivery of their key, oldest first,
+# row-locked SKIP LOCKED so concurrent claimers take disjoint heads (OFFSET 0 keeps the probe a
+# per-candidate index lookup: pulled up into an anti-join, PostgreSQL plans a nested scan of every
+# pending row whenever the statistics of this fast-growing table are stale). ``runs``: behind each
+# head, the next pending deliveries of its key up to the first one that is not due or is leased
+# (bool_and over the key's order). Only the heads are leased (``leased``): holding a key's head
+# keeps every other claimer off the whole key, so followers need neither a row lock nor a lease of
+# their own, and a claim writes one row version per key instead of one per event.
 _PG_CLAIM = """
 WITH heads AS (
     SELECT d.id, d.destination, d.ordering_key, d.event_seq
     FROM deliveries d
-    WHERE d.status = 'pending' AND d.next_attempt_at <= %(now)s
+    WHERE d.status = 'pending' AND d.head AND d.next_attempt_at <= %(now)s
       AND (d.claimed_until IS NULL OR d.claimed_until < %(now)s)
       AND d.destination = ANY(ARRAY(SELECT s.name FROM destination_state s
                                     WHERE s.name = ANY(%(names)s) AND NOT s.paused))
@@ -181,33 +210,61 @@ ORDER BY ev.seq
 
 
 _ATTEMPT_COLS = ("delivery_id", "started_at", "duration_ms", "outcome", "status_code", "error", "response")
-# Relay.record on PostgreSQL: arrays bound in binary (%b), one statement per kind of change
+# Relay.record on PostgreSQL, failed attempts (retried or dead): arrays bound in binary (%b)
 _PG_RECORD = """
-UPDATE deliveries d SET status = u.status, attempts = u.attempts,
-       next_attempt_at = COALESCE(u.next, d.next_attempt_at), delivered_at = u.done, updated_at = %s,
+UPDATE deliveries d SET status = u.status, attempts = u.attempts, next_attempt_at = u.next, updated_at = %s,
        claimed_by = NULL, claimed_until = NULL, last_error = u.error, last_status_code = u.code
-FROM unnest(%b::bigint[], %b::text[], %b::int[], %b::timestamptz[], %b::text[], %b::int[], %b::timestamptz[])
-     AS u(id, status, attempts, next, error, code, done)
+FROM unnest(%b::bigint[], %b::text[], %b::int[], %b::timestamptz[], %b::text[], %b::int[])
+     AS u(id, status, attempts, next, error, code)
 WHERE d.id = u.id AND (d.claimed_by = %s OR d.claimed_by IS NULL)
 """
 _PG_ATTEMPTS = (f"INSERT INTO delivery_attempts ({', '.join(_ATTEMPT_COLS)}) SELECT * FROM "
                 "unnest(%b::bigint[], %b::timestamptz[], %b::float8[], %b::text[], %b::int[], %b::text[], %b::text[])")
+# Relay.record's common case, delivered: one statement per status code, ids only
+_PG_DELIVERED = ("UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, delivered_at = %s, "
+                 "updated_at = %s, claimed_by = NULL, claimed_until = NULL, last_error = NULL, last_status_code = %s "
+                 "WHERE id = ANY(%b::bigint[]) AND (claimed_by = %s OR claimed_by IS NULL)")
 _PG_RELEASE = ("UPDATE deliveries SET claimed_by = NULL, claimed_until = NULL "
                "WHERE id = ANY(%b::bigint[]) AND claimed_by = %s")
 
 
-_DELIVERY_COLS = ("event_seq", "destination", "ordering_key", "status", "attempts", "next_attempt_at", "created_at",
-                  "updated_at", "last_error")
-_PG_FANOUT = (f"INSERT INTO deliveries ({', '.join(_DELIVERY_COLS)}) SELECT * FROM unnest(%b::bigint[], %b::text[], "
-              "%b::text[], %b::text[], %b::int[], %b::timestamptz[], %b::timestamptz[], %b::timestamptz[], %b::text[]) "
+#: a fanned-out row's own columns; every row of one fan-out shares the rest (_FANOUT_SAME)
+_DELIVERY_COLS = ("event_seq", "destination", "ordering_key", "status", "last_error", "head")
+_FANOUT_SAME = ("attempts", "next_attempt_at", "created_at", "updated_at")
+_PG_FANOUT = (f"INSERT INTO deliveries ({', '.join(_DELIVERY_COLS + _FANOUT_SAME)}) SELECT u.*, 0, %s, %s, %s FROM "
+              "unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bool[]) AS u "
               "ON CONFLICT DO NOTHING")
-
-
-def _delivery_row(event: Any, destination: str, now: datetime, status: str = PENDING,
-                  error: str | None = None) -> tuple[Any, ...]:
-    """A ``deliveries`` row (``_DELIVERY_COLS``) of ``event`` for ``destination``."""
-    return (event.seq, destination, f"{event.aggregate_type}:{event.aggregate_id}"[:320], status, 0, now, now, now,
-            error)
+# The fan-out's "which of these keys already has a pending delivery?" (see Relay._held_keys): the
+# latest pending row of each key from before this fan-out (seq up to its cursor), share-locked so
+# that it cannot leave ``pending`` before the new rows commit (a record that finishes it waits, and
+# its promotion, a later statement, then sees them); a locked one (a record or a claim at work on
+# it) is skipped and its key counts as free, so the new row is flagged head: a flag too many costs
+# the claim one probe, one too few would stall the key.
+_PG_HELD_KEYS = """
+SELECT k.key FROM unnest(%b::text[]) AS k(key) CROSS JOIN LATERAL (
+    SELECT 1 FROM deliveries e
+    WHERE e.destination = %s AND e.ordering_key = k.key AND e.status = 'pending' AND e.event_seq <= %s
+    ORDER BY e.event_seq DESC LIMIT 1 FOR SHARE SKIP LOCKED
+) AS l
+"""
+# Relay.record: flag the first pending delivery of each key whose head left ``pending``. A statement
+# of its own, after the status UPDATE: under READ COMMITTED it sees the rows a fan-out committed
+# meanwhile (one that share-locked a row updated here committed before that UPDATE went on).
+_PG_PROMOTE = """
+UPDATE deliveries d SET head = true
+FROM unnest(%b::text[], %b::text[]) AS k(destination, ordering_key) CROSS JOIN LATERAL (
+    SELECT e.id FROM deliveries e
+    WHERE e.destination = k.destination AND e.ordering_key = k.ordering_key AND e.status = 'pending'
+    ORDER BY e.event_seq LIMIT 1
+) AS f
+WHERE d.id = f.id AND NOT d.head
+"""
+_SQLITE_PROMOTE = """
+UPDATE deliveries SET head = 1 WHERE id = (
+    SELECT e.id FROM deliveries e
+    WHERE e.destination = :destination AND e.ordering_key = :ordering_key AND e.status = 'pending'
+    ORDER BY e.event_seq LIMIT 1)
+"""
 
 
 def _columns(rows: list[tuple[Any, ...]]) -> tuple[list[Any], ...]:
@@ -332,28 +389,81 @@ class Relay:
                 if not rows:
                     continue
                 now = utcnow()
-                new = [_delivery_row(r, target.name, now) for r in rows
-                       if (target.matcher.match(r.event_type) if r.route is None else r.route == target.name)]
-                lost = [_delivery_row(r, r.route, now, DEAD, _unroutable(r.route))
-                        for r in rows if r.route is not None and r.route not in self.configured]
-                if new or lost:
-                    self._insert_deliveries(conn, [*new, *lost])
-                if new and self.db.is_postgres:  # wake the workers of every relay process at commit
+                mine: list[tuple[int, str]] = []  # (seq, ordering key) of the events for this destination
+                routed: list[int] = []
+                lost: list[tuple[Any, ...]] = []
+                for seq, event_type, aggregate_type, aggregate_id, route in rows:
+                    key = f"{aggregate_type}:{aggregate_id}"[:320]
+                    if route is None:
+                        if target.matcher.match(event_type):
+                            mine.append((seq, key))
+                    elif route == target.name:
+                        mine.append((seq, key))
+                        routed.append(seq)
+                    elif route not in self.configured:
+                        lost.append((seq, route, key, DEAD, _unroutable(route), False))
+                if routed:
+                    mine = self._not_fanned_out(conn, target.name, mine, routed)
+                # The first new delivery of a key with nothing pending is its head. The others go in
+                # first; the check (which share-locks rows on PostgreSQL, see _PG_HELD_KEYS) comes
+                # last, so records of those keys wait for as short a time as possible.
+                first: dict[str, int] = {}
+                rest: list[tuple[Any, ...]] = []
+                for seq, key in mine:
+                    if key in first:
+                        rest.append((seq, target.name, key, PENDING, None, False))
+                    else:
+                        first[key] = seq
+                if rest or lost:
+                    self._insert_deliveries(conn, [*rest, *lost], now)
+                if first:
+                    held = self._held_keys(conn, target.name, set(first), cursor)
+                    self._insert_deliveries(conn, [(seq, target.name, key, PENDING, None, key not in held)
+                                                   for key, seq in first.items()], now)
+                if mine and self.db.is_postgres:  # wake the workers of every relay process at commit
                     conn.exec_driver_sql("SELECT pg_notify(%s, 'deliveries ' || current_schema())", (_CHANNEL,))
                 conn.execute(update(destination_state).where(destination_state.c.name == target.name)
                              .values(fanout_cursor=rows[-1].seq, updated_at=now))
-                total += len(new)
+                total += len(mine)
         if total and self.db.is_postgres:
             self._maybe_analyze(total)
         return total
 
-    def _insert_deliveries(self, conn: Any, rows: list[tuple[Any, ...]]) -> None:
-        # ON CONFLICT DO NOTHING: a destination configured after events were addressed to it fans
-        # out history from seq 0 and meets the dead letters its missing name left behind
+    def _not_fanned_out(self, conn: Any, name: str, mine: list[tuple[int, str]],
+                        routed: list[int]) -> list[tuple[int, str]]:
+        """``mine`` without the routed events that already have a delivery to ``name``: the dead
+        letters an unroutable route left under that name before the destination was configured.
+        Dropped here rather than by ON CONFLICT, or a skipped first event of a key would leave the
+        key's next delivery without its ``head`` flag."""
+        done = set(conn.execute(select(deliveries.c.event_seq).where(
+            deliveries.c.destination == name, deliveries.c.event_seq.in_(routed))).scalars())
+        return [m for m in mine if m[0] not in done] if done else mine
+
+    def _held_keys(self, conn: Any, name: str, keys: set[str], cursor: int) -> set[str]:
+        """Which of ``keys`` have a pending delivery to ``name`` from before this fan-out (up to
+        ``cursor``): their new rows are not heads.
+
+        SQLite has one writer, so a plain read is exact. PostgreSQL: see :data:`_PG_HELD_KEYS`.
+        """
         if self.db.is_postgres:
-            conn.exec_driver_sql(_PG_FANOUT, _columns(rows))
+            return set(conn.exec_driver_sql(_PG_HELD_KEYS, (sorted(keys), name, cursor)).scalars())
+        held: set[str] = set()
+        listed = sorted(keys)
+        for i in range(0, len(listed), 500):
+            held.update(conn.execute(select(deliveries.c.ordering_key).distinct().where(
+                deliveries.c.destination == name, deliveries.c.status == PENDING, deliveries.c.event_seq <= cursor,
+                deliveries.c.ordering_key.in_(listed[i:i + 500]))).scalars())
+        return held
+
+    def _insert_deliveries(self, conn: Any, rows: list[tuple[Any, ...]], now: datetime) -> None:
+        # ON CONFLICT DO NOTHING: the fan-out of every destination writes the dead letters of the
+        # unroutable events it reads; the first one stores them
+        if self.db.is_postgres:
+            conn.exec_driver_sql(_PG_FANOUT, (now, now, now, *_columns(rows)))
         else:
-            conn.execute(self._insert_ignore(deliveries), [dict(zip(_DELIVERY_COLS, r, strict=True)) for r in rows])
+            same = dict(zip(_FANOUT_SAME, (0, now, now, now), strict=True))
+            conn.execute(self._insert_ignore(deliveries),
+                         [{**dict(zip(_DELIVERY_COLS, r, strict=True)), **same} for r in rows])
 
     def _insert_ignore(self, table: Any) -> Any:
         """INSERT ... ON CONFLICT DO NOTHING on either backend."""
@@ -386,21 +496,18 @@ class Relay:
         with self.db.write() as conn:
             rows = self._claim_pg(conn, wanted, limit, now) if self.db.is_postgres else \
                 self._claim_sqlite(conn, wanted, limit, now)
-        rows.sort(key=lambda r: r.seq)
-        return [
-            Claim(r.id, r.destination, r.attempts, r.created_at,
-                  OutboxEvent(seq=r.seq, id=r.event_id, type=r.event_type, aggregate_type=r.aggregate_type,
-                              aggregate_id=r.aggregate_id, created_at=r.ev_at, payload=r.payload,
-                              correlation_id=r.correlation_id))
-            for r in rows
-        ]
+        rows.sort(key=itemgetter(5))  # event seq
+        # unpacked by position: a Row's attribute lookup by name cost more than the Claim itself
+        return [Claim(did, dest, attempts, created, OutboxEvent(seq, eid, etype, atype, aid, ev_at, payload, corr))
+                for did, dest, _key, attempts, created, seq, eid, etype, atype, aid, ev_at, payload, corr, *_ in rows]
 
     def _claim_pg(self, conn: Any, wanted: list[str], limit: int, now: datetime) -> list[Any]:
         """One statement, one round trip: heads (row-locked, SKIP LOCKED), their runs, the lease.
 
-        The head scan walks ``ix_deliveries_pending_seq`` (pending rows only, in ``event_seq``
-        order), so delivered history costs nothing; each candidate's "no earlier pending delivery
-        of its key" probe is one lookup in ``ix_deliveries_pending_key``. A run is read per head
+        The head scan walks ``ix_deliveries_pending_head`` (pending rows flagged ``head``, in
+        ``event_seq`` order), so neither the delivered history nor a held key's followers cost
+        anything; each candidate's "no earlier pending delivery of its key" probe is one lookup in
+        ``ix_deliveries_pending_key``. A run is read per head
         with a LATERAL index range scan of the same index instead of a window over every pending
         row of the claimed keys.
         """
@@ -425,10 +532,17 @@ class Relay:
         earlier = (select(e.c.id).where(e.c.destination == d.c.destination, e.c.ordering_key == d.c.ordering_key,
                                         e.c.event_seq < d.c.event_seq, e.c.status == PENDING)
                    .correlate(d))
+        # The heads come by ix_deliveries_pending_head. A partial index serves only a query that
+        # spells its terms, so 'pending' is inlined, not bound (and head renders "= 1"); and without
+        # statistics SQLite preferred the equality on destination and status of ix_deliveries_due,
+        # reading every due pending row: the unary + takes destination out of index use (SQLite's
+        # documented manual control of query plans).
         q = (
             select(*columns)
             .join(events, events.c.seq == d.c.event_seq)
-            .where(d.c.destination.in_(active), d.c.status == PENDING, d.c.next_attempt_at <= now,
+            .where(literal_column(f"+{d.name}.destination").in_(active),
+                   d.c.status == literal(PENDING, literal_execute=True), d.c.head,
+                   d.c.next_attempt_at <= now,
                    or_(d.c.claimed_until.is_(None), d.c.claimed_until < now), ~exists(earlier))
             .order_by(d.c.event_seq)
             .limit(limit)
@@ -454,7 +568,10 @@ class Relay:
                    d.c.ordering_key.in_({h.ordering_key for h in heads}), d.c.status == PENDING)
             .subquery()
         )
-        q = (select(*columns, d.c.next_attempt_at, d.c.claimed_until)
+        # "due" is decided in SQL: SQLite returns timestamps as text, and parsing two more per row
+        # cost more than the rest of the claim
+        due = and_(d.c.next_attempt_at <= now, or_(d.c.claimed_until.is_(None), d.c.claimed_until < now))
+        q = (select(*columns, due.label("due"))
              .join(events, events.c.seq == d.c.event_seq)
              .join(ranked, ranked.c.id == d.c.id)
              .where(ranked.c.rn > 1, ranked.c.rn <= self.config.run_length)
@@ -462,10 +579,10 @@ class Relay:
         out: list[Any] = []
         stopped: set[tuple[str, str]] = set()
         for r in conn.execute(q).all():
-            k = (r.destination, r.ordering_key)
+            k = (r[1], r[2])  # destination, ordering key
             if k not in mine or k in stopped:
                 continue
-            if r.next_attempt_at > now or (r.claimed_until is not None and r.claimed_until >= now):
+            if not r[-1]:
                 stopped.add(k)
                 continue
             out.append(r)
@@ -548,65 +665,81 @@ class Relay:
 
     def record(self, claims: Sequence[Claim], outcomes: Sequence[Outcome | None]) -> None:
         """Store each attempt and move each delivery to delivered, dead or its next retry;
-        a ``None`` outcome releases the claim untried."""
+        a ``None`` outcome releases the claim untried. Then flag the new head of every key
+        whose head left ``pending`` (a statement of its own: see :data:`_PG_PROMOTE`)."""
         now = utcnow()
         attempt_rows: list[tuple[Any, ...]] = []
-        moved: list[tuple[Any, ...]] = []
+        delivered: dict[int | None, list[int]] = {}  # status code -> delivery ids (the common case)
+        failed: list[tuple[Any, ...]] = []  # retried or dead
         released: list[int] = []
+        done_keys: set[tuple[str, str]] = set()
         for c, o in zip(claims, outcomes, strict=True):
             if o is None:
                 released.append(c.delivery_id)
                 continue
-            attempts = c.attempts + 1
-            status, when, error, outcome = DELIVERED, None, None, "delivered"
-            if not o.delivered:
-                dead_reason = self._will_die(c, o, now)
-                error = o.error or "delivery failed"
-                if dead_reason is not None:
-                    outcome, status, when = "dead", DEAD, now
-                    if not o.permanent:
-                        error = f"{error} ({dead_reason})"
-                else:
-                    outcome, status = "retry", PENDING
-                    wait = self.backoff(attempts)
-                    if o.retry_after is not None:
-                        wait = max(wait, o.retry_after)
-                    when = now + timedelta(seconds=wait)
-            # attempts is exact: the claim (our lease) kept everyone else off these rows
-            moved.append((c.delivery_id, status, attempts, when, _cut(error), o.status_code,
-                          now if status == DELIVERED else None))
+            outcome = "delivered"
+            if o.delivered:
+                delivered.setdefault(o.status_code, []).append(c.delivery_id)
+            else:
+                outcome, row = self._failed(c, o, now)
+                failed.append(row)
+            if outcome != "retry":
+                done_keys.add((c.destination, c.event.ordering_key))
             attempt_rows.append((c.delivery_id, now - timedelta(milliseconds=o.duration_ms), o.duration_ms, outcome,
                                  o.status_code, _cut(o.error), _cut(o.response)))
         with self.db.write() as conn:
             if self.db.is_postgres:
-                self._record_pg(conn, moved, attempt_rows, released, now)
+                self._record_pg(conn, delivered, failed, attempt_rows, released, now)
+                if done_keys:
+                    conn.exec_driver_sql(_PG_PROMOTE, _columns(sorted(done_keys)))
             else:
-                self._record_sqlite(conn, moved, attempt_rows, released, now)
+                self._record_sqlite(conn, delivered, failed, attempt_rows, released, now)
+                if done_keys:
+                    conn.execute(text(_SQLITE_PROMOTE), [{"destination": d, "ordering_key": k} for d, k in done_keys])
 
-    def _record_pg(self, conn: Any, moved: list[tuple[Any, ...]], attempt_rows: list[tuple[Any, ...]],
-                   released: list[int], now: datetime) -> None:
-        # one statement each over unnest(arrays): per-row executemany cost more than the updates
-        if moved:
-            conn.exec_driver_sql(_PG_RECORD, (now, *_columns(moved), self.owner))
+    def _failed(self, c: Claim, o: Outcome, now: datetime) -> tuple[str, tuple[Any, ...]]:
+        """The attempt's outcome ("dead" or "retry") and the ``_PG_RECORD`` row of a failed delivery."""
+        # attempts is exact: the claim (our lease) kept everyone else off these rows
+        attempts = c.attempts + 1
+        error = o.error or "delivery failed"
+        dead_reason = self._will_die(c, o, now)
+        if dead_reason is not None:
+            if not o.permanent:
+                error = f"{error} ({dead_reason})"
+            return "dead", (c.delivery_id, DEAD, attempts, now, _cut(error), o.status_code)
+        wait = self.backoff(attempts)
+        if o.retry_after is not None:
+            wait = max(wait, o.retry_after)
+        return "retry", (c.delivery_id, PENDING, attempts, now + timedelta(seconds=wait), _cut(error), o.status_code)
+
+    def _record_pg(self, conn: Any, delivered: dict[int | None, list[int]], failed: list[tuple[Any, ...]],
+                   attempt_rows: list[tuple[Any, ...]], released: list[int], now: datetime) -> None:
+        # one statement each over arrays: per-row executemany cost more than the updates
+        for code, ids in delivered.items():
+            conn.exec_driver_sql(_PG_DELIVERED, (now, now, code, ids, self.owner))
+        if failed:
+            conn.exec_driver_sql(_PG_RECORD, (now, *_columns(failed), self.owner))
         if attempt_rows:
             conn.exec_driver_sql(_PG_ATTEMPTS, _columns(attempt_rows))
         if released:
             conn.exec_driver_sql(_PG_RELEASE, (released, self.owner))
 
-    def _record_sqlite(self, conn: Any, moved: list[tuple[Any, ...]], attempt_rows: list[tuple[Any, ...]],
-                       released: list[int], now: datetime) -> None:
-        if moved:
-            conn.execute(update(deliveries).where(
-                deliveries.c.id == bindparam("b_id"),
-                or_(deliveries.c.claimed_by == self.owner, deliveries.c.claimed_by.is_(None))).values(
+    def _record_sqlite(self, conn: Any, delivered: dict[int | None, list[int]], failed: list[tuple[Any, ...]],
+                       attempt_rows: list[tuple[Any, ...]], released: list[int], now: datetime) -> None:
+        ours = or_(deliveries.c.claimed_by == self.owner, deliveries.c.claimed_by.is_(None))
+        for code, ids in delivered.items():
+            for i in range(0, len(ids), 1000):  # one UPDATE, not one per row: no per-row parameters
+                conn.execute(update(deliveries).where(deliveries.c.id.in_(ids[i:i + 1000]), ours).values(
+                    status=DELIVERED, attempts=deliveries.c.attempts + 1, delivered_at=now, updated_at=now,
+                    claimed_by=None, claimed_until=None, last_error=None, last_status_code=code))
+        if failed:
+            conn.execute(update(deliveries).where(deliveries.c.id == bindparam("b_id"), ours).values(
                 status=bindparam("b_status"), attempts=bindparam("b_attempts"),
-                next_attempt_at=func.coalesce(bindparam("b_next", type_=deliveries.c.next_attempt_at.type),
-                                              deliveries.c.next_attempt_at),
-                delivered_at=bindparam("b_done", type_=deliveries.c.delivered_at.type), updated_at=now,
+                next_attempt_at=bindparam("b_next", type_=deliveries.c.next_attempt_at.type), updated_at=now,
                 claimed_by=None, claimed_until=None, last_error=bindparam("b_error"),
                 last_status_code=bindparam("b_code")),
-                [dict(zip(("b_id", "b_status", "b_attempts", "b_next", "b_error", "b_code", "b_done"), m, strict=True))
-                 for m in moved])
+                [dict(zip(("b_id", "b_status", "b_attempts", "b_next", "b_error", "b_code"), m, strict=True))
+                 for m in failed])
         if attempt_rows:
             conn.execute(insert(delivery_attempts), [dict(zip(_ATTEMPT_COLS, a, strict=True)) for a in attempt_rows])
         if released:
@@ -760,7 +893,15 @@ class Relay:
             while not self._stop.is_set():
                 seen = self._work_gen
                 try:
-                    n = self.work_once(instances)
+                    claims = self.claim()
+                    n = len(claims)
+                    if n and len({(c.destination, c.event.ordering_key) for c in claims}) >= self.config.batch_size:
+                        # as many heads as asked for: more may be due, so bring in a colleague now.
+                        # After a smaller batch nobody is woken: every claimable head was taken, and
+                        # a colleague woken for nothing made an empty claim per batch (per process)
+                        self._wake_workers()
+                    if n:
+                        self.deliver(claims, instances)
                 except BridgeError as exc:
                     log.error("delivery batch failed; its claims return when the lease expires",
                               extra={"error": str(exc)})
@@ -770,11 +911,10 @@ class Relay:
                     n = 0
                 if n:
                     idle = 0
-                    self._wake_workers()  # there may be more: bring in a colleague
                     continue
                 # New deliveries wake us; what polling still finds is time-driven (a retry come
                 # due, a dead relay's lease expired), so an idle worker polls ever less often, up
-                # to _IDLE_POLLS intervals: an empty claim scans every pending row held by others.
+                # to _IDLE_POLLS intervals: an empty claim still visits the heads held by others.
                 idle = min(idle + 1, _IDLE_POLLS)
                 with self._work_due:
                     if self._work_gen == seen and not self._stop.is_set():
@@ -911,7 +1051,8 @@ def replay(db: Database, destination: str, *, event_type: str | None = None, key
     with db.write() as conn:
         n = conn.execute(update(deliveries).where(*cond).values(
             status=PENDING, attempts=0, next_attempt_at=now, claimed_by=None, claimed_until=None,
-            last_error=None, delivered_at=None, created_at=now, updated_at=now)).rowcount
+            last_error=None, delivered_at=None, created_at=now, updated_at=now,
+            head=True)).rowcount  # maybe the first pending of its key again: the claim checks
         _audit(conn, actor, "destinations.replay", destination, reason,
                {"type": event_type, "key": key, "since": since, "until": until, "status": status, "count": n})
     return int(n or 0)

@@ -223,15 +223,17 @@ deliveries = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("delivered_at", UtcDateTime, nullable=True),
+    # may be the first pending delivery of its key: the claim's candidates (migration 0005, ``outbox.relay``)
+    Column("head", Boolean, nullable=False, server_default=text("false")),
     UniqueConstraint("event_seq", "destination"),
     Index("ix_deliveries_due", "destination", "status", "next_attempt_at"),
-    Index("ix_deliveries_key", "destination", "ordering_key", "event_seq"),
     # the claim's "earlier pending delivery of this key?" probe (migration 0003)
     Index("ix_deliveries_pending_key", "destination", "ordering_key", "event_seq",
           sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'")),
-    # the claim's head scan: pending rows in event order, without the delivered history (migration 0004)
-    Index("ix_deliveries_pending_seq", "event_seq",
-          sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'")),
+    # the claim's head scan: only rows flagged head (at most a few per key), in event order (migration 0005)
+    Index("ix_deliveries_pending_head", "event_seq",
+          # SQLite matches a partial index only on the very terms: the query says head = 1
+          sqlite_where=text("status = 'pending' AND head = 1"), postgresql_where=text("status = 'pending' AND head")),
 )
 
 delivery_attempts = Table(
