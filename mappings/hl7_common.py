@@ -105,11 +105,13 @@ def mrn(msg: hl7.Message, identifier_type: str = "MR") -> str | None:
     pid = msg.segment("PID")
     if pid is None:
         return None
-    reps = pid.repetitions(3)
-    for rep in reps:
-        if rep.component(5) == identifier_type and rep.component(1):
-            return rep.component(1)
-    return reps[0].component(1) or None if reps else None
+    # read in place (Segment.value per repetition): no Field/Repetition objects for a field of one or two
+    count = pid.raw_value(3).count(msg.encoding.repetition) + 1
+    for rep in range(1, count + 1):
+        number = pid.value(3, 1, repetition=rep)
+        if number and pid.value(3, 5, repetition=rep) == identifier_type:
+            return number
+    return pid.value(3, 1) or None
 
 
 def value_near(msg: hl7.Message, anchor: hl7.Segment, ref: str) -> str:

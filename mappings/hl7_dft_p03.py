@@ -31,7 +31,7 @@ from decimal import Decimal
 
 from pydantic import Field
 
-from bridge.errors import MappingError
+from bridge.errors import InputError, MappingError, Position
 from mappings.base import Mapping, MappingConfig, MappingContext, Output
 from mappings.canonical import Charge
 from mappings.hl7_common import hl7_datetime, hl7_decimal, hl7_message, mrn, value_near
@@ -47,6 +47,9 @@ _FT1_REFS: tuple[tuple[int, int, int], ...] = (
     (1, 1, 1), (2, 1, 1), (4, 1, 1), (5, 1, 1), (6, 1, 1), (7, 1, 1), (7, 2, 1), (8, 1, 1), (10, 1, 1),
     (11, 1, 1), (12, 1, 1), (13, 1, 1), (20, 1, 1), (21, 1, 1),
 )
+
+#: where the values of one FT1 raise their errors: no position yet, :meth:`DftP03Mapping.map` adds the FT1's
+_HERE = Position()
 
 
 class DftP03MappingConfig(MappingConfig):
@@ -85,60 +88,65 @@ class DftP03Mapping(Mapping):
         item_sid, _ordinal, item_number, item_comp, item_sub = parse_ref(cfg.item_field)
         refs = _FT1_REFS + (((item_number, item_comp, item_sub),) if item_sid == "FT1" else ())
         out: list[Output] = []
+        # an error is raised at _HERE (its field only) and placed at its FT1 below: building each FT1's
+        # position up front, for values that are nearly always good, cost more than reading them
+        pos = _HERE
         for ft1 in ft1s:
-            (set_id, txn_id, txn_date, post_date, ttype, code, desc, name, qty_raw, amount_raw, unit_raw,
-             department, performing, ordering, *item_value) = ft1.values(refs)
-            pos = ft1.position()
-            txn_id = txn_id or f"{control}-{set_id or ft1.ordinal}"
-            ttype = ttype.upper()
-            if not ttype:
-                raise MappingError("FT1-6 (transaction type) is empty", ft1.position(6))
-            if not code:
-                raise MappingError("FT1-7 (transaction code) is empty", ft1.position(7))
-            description = desc or name or None
-            qty = hl7_decimal(qty_raw, field="FT1-10", position=pos)
-            if qty is None:
-                qty = Decimal(1)
-            amount = hl7_decimal(amount_raw, field="FT1-11", position=pos)
-            unit_amount = hl7_decimal(unit_raw, field="FT1-12", position=pos)
-            negative = ttype in credits or qty < 0 or (amount is not None and amount < 0)
-            sign = -1 if negative else 1
-            qty = sign * abs(qty)
-            if amount is not None:
-                amount = sign * abs(amount)
-            elif unit_amount is not None:
-                amount = qty * abs(unit_amount)
-            cost_center = None
-            if department:
-                cost_center = ctx.crosswalks.lookup("department", department, position=pos, field="FT1-13")
-            elif cfg.require_department:
-                raise MappingError("FT1-13 (department) is empty", ft1.position(13))
-            source_item = (item_value[0] if item_value else value_near(msg, ft1, cfg.item_field)) or None
-            item = None
-            if source_item:
-                item = ctx.crosswalks.lookup("item", source_item, position=pos, field=cfg.item_field)
-            # every value is typed above (str, Decimal, aware UTC datetime): no second validation
-            out.append(Charge.trusted(
-                transaction_id=txn_id,
-                sender=sender,
-                transaction_type=ttype,
-                transaction_date=hl7_datetime(txn_date, tz=cfg.timezone, field="FT1-4", position=pos),
-                posting_date=hl7_datetime(post_date, tz=cfg.timezone, field="FT1-5", position=pos),
-                charge_code=code,
-                charge_description=description,
-                quantity=qty,
-                amount=amount,
-                unit_amount=abs(unit_amount) if unit_amount is not None else None,
-                department=department or None,
-                cost_center=cost_center,
-                performing_provider=performing or None,
-                ordering_provider=ordering or None,
-                account_number=account,
-                visit_number=visit,
-                mrn=patient,
-                item=item,
-                source_item=source_item,
-                control_id=control or None,
-                source_channel=ctx.channel,
-            ))
+            try:
+                (set_id, txn_id, txn_date, post_date, ttype, code, desc, name, qty_raw, amount_raw, unit_raw,
+                 department, performing, ordering, *item_value) = ft1.values(refs)
+                txn_id = txn_id or f"{control}-{set_id or ft1.ordinal}"
+                ttype = ttype.upper()
+                if not ttype:
+                    raise MappingError("FT1-6 (transaction type) is empty", ft1.position(6))
+                if not code:
+                    raise MappingError("FT1-7 (transaction code) is empty", ft1.position(7))
+                description = desc or name or None
+                qty = hl7_decimal(qty_raw, field="FT1-10", position=pos)
+                if qty is None:
+                    qty = Decimal(1)
+                amount = hl7_decimal(amount_raw, field="FT1-11", position=pos)
+                unit_amount = hl7_decimal(unit_raw, field="FT1-12", position=pos)
+                negative = ttype in credits or qty < 0 or (amount is not None and amount < 0)
+                sign = -1 if negative else 1
+                qty = sign * abs(qty)
+                if amount is not None:
+                    amount = sign * abs(amount)
+                elif unit_amount is not None:
+                    amount = qty * abs(unit_amount)
+                cost_center = None
+                if department:
+                    cost_center = ctx.crosswalks.lookup("department", department, position=pos, field="FT1-13")
+                elif cfg.require_department:
+                    raise MappingError("FT1-13 (department) is empty", ft1.position(13))
+                source_item = (item_value[0] if item_value else value_near(msg, ft1, cfg.item_field)) or None
+                item = None
+                if source_item:
+                    item = ctx.crosswalks.lookup("item", source_item, position=pos, field=cfg.item_field)
+                # every value is typed above (str, Decimal, aware UTC datetime): no second validation
+                out.append(Charge.trusted(
+                    transaction_id=txn_id,
+                    sender=sender,
+                    transaction_type=ttype,
+                    transaction_date=hl7_datetime(txn_date, tz=cfg.timezone, field="FT1-4", position=pos),
+                    posting_date=hl7_datetime(post_date, tz=cfg.timezone, field="FT1-5", position=pos),
+                    charge_code=code,
+                    charge_description=description,
+                    quantity=qty,
+                    amount=amount,
+                    unit_amount=abs(unit_amount) if unit_amount is not None else None,
+                    department=department or None,
+                    cost_center=cost_center,
+                    performing_provider=performing or None,
+                    ordering_provider=ordering or None,
+                    account_number=account,
+                    visit_number=visit,
+                    mrn=patient,
+                    item=item,
+                    source_item=source_item,
+                    control_id=control or None,
+                    source_channel=ctx.channel,
+                ))
+            except InputError as exc:
+                raise exc.at(ft1.position()) from None
         return out

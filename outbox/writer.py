@@ -32,7 +32,7 @@ from bridge.db.tables import records
 from mappings.base import EventDraft
 from mappings.canonical import CanonicalRecord
 
-__all__ = ["Origin", "WriteResult", "write_events", "write_records"]
+__all__ = ["Origin", "Stamp", "WriteResult", "write_events", "write_records"]
 
 _KEY_CHUNK = 500
 _SQLITE_MAX_ROWID = 2**63 - 1
@@ -87,7 +87,7 @@ def write_records(
     """Upsert ``items`` and insert the events of what changed, plus ``drafts``, in ``conn``'s transaction."""
     result = WriteResult()
     now = utcnow()
-    stamp = _Stamp(now)
+    stamp = Stamp(now)
     # last one wins within a batch, as it would across batches
     latest: dict[tuple[str, str], tuple[CanonicalRecord, Origin, bytes, str]] = {}
     for record, origin in items:
@@ -114,7 +114,6 @@ def write_records(
             new_rows.append((rtype, key, data.decode(), digest, 1, origin.inbound_id, origin.message_index,
                              origin.correlation_id, ts, ts))
             new_meta.append((record, origin, data))
-            result.records_by_inbound[origin.inbound_id] += 1
         elif hit[1] != digest:
             changed_rows.append({
                 "b_id": hit[0], "data": data.decode(), "content_hash": digest, "version": hit[2] + 1,
@@ -122,17 +121,16 @@ def write_records(
                 "correlation_id": origin.correlation_id, "updated_at": now,
             })
             changed_meta.append((record, origin, data, hit[0]))
-            result.records_by_inbound[origin.inbound_id] += 1
         else:
             result.unchanged += 1
 
     event_rows: list[tuple[Any, ...]] = []
     if new_rows:
         new_ids = _insert_records(db, conn, new_rows)
-        for new, (record, origin, data) in zip(new_rows, new_meta, strict=True):
-            rid = new_ids[(new[0], new[1])]
-            event_rows.append(_record_event(record, origin, data, rid, "recorded", 1, stamp, ts))
+        for new, rid, (record, origin, data) in zip(new_rows, new_ids, new_meta, strict=True):
+            event_rows.append(_record_event(record, new[1], origin, data, rid, "recorded", 1, stamp, ts))
         result.inserted = len(new_rows)
+        result.records_by_inbound.update(new[5] for new in new_rows)
     if changed_rows:
         conn.execute(
             update(records).where(records.c.id == bindparam("b_id")).values(
@@ -143,8 +141,10 @@ def write_records(
             changed_rows,
         )
         for row, (record, origin, data, rid) in zip(changed_rows, changed_meta, strict=True):
-            event_rows.append(_record_event(record, origin, data, rid, "updated", row["version"], stamp, ts))
+            event_rows.append(_record_event(record, record.natural_key(), origin, data, rid, "updated",
+                                            row["version"], stamp, ts))
         result.updated = len(changed_rows)
+        result.records_by_inbound.update(row["inbound_id"] for row in changed_rows)
     result.events_by_inbound.update(result.records_by_inbound)
     for draft, origin in drafts:
         result.events_by_inbound[origin.inbound_id] += 1
@@ -192,7 +192,7 @@ _SQLITE_INSERT_RECORDS = f"INSERT INTO records ({', '.join(_RECORD_COLS)}) VALUE
 _SQLITE_INSERT_EVENTS = f"INSERT INTO events ({', '.join(_EVENT_COLS)}) VALUES ({', '.join('?' * len(_EVENT_COLS))})"
 
 
-class _Stamp:
+class Stamp:
     """One batch's timestamp, formatted once for the payload and for each backend."""
 
     __slots__ = ("now", "iso", "sqlite")
@@ -223,13 +223,12 @@ def _select_keys(conn: Connection, rtype: str, keys: list[str], *, with_hash: bo
     return out
 
 
-def _insert_records(db: Database, conn: Connection, rows: list[tuple[Any, ...]]) -> dict[tuple[str, str], int]:
-    """Insert new record rows; return their ids by (type, natural_key)."""
-    ids: dict[tuple[str, str], int] = {}
+def _insert_records(db: Database, conn: Connection, rows: list[tuple[Any, ...]]) -> list[int]:
+    """Insert new record rows (distinct (type, natural_key)); return their ids, in the rows' order."""
     if db.is_postgres:
-        for rid, rtype, key in conn.exec_driver_sql(_PG_INSERT_RECORDS, tuple(list(c) for c in zip(*rows, strict=True))):
-            ids[(rtype, key)] = rid
-        return ids
+        ids = {(rtype, key): rid for rid, rtype, key in
+               conn.exec_driver_sql(_PG_INSERT_RECORDS, tuple(list(c) for c in zip(*rows, strict=True)))}
+        return [ids[(row[0], row[1])] for row in rows]
     # executemany without RETURNING (row-by-row RETURNING costs far more on SQLite). The ids
     # are then known without reading them back: ``id`` is the rowid, and SQLite gives a new
     # row the largest rowid plus one while that is below 2**63 - 1 (https://sqlite.org/autoinc.html),
@@ -238,16 +237,16 @@ def _insert_records(db: Database, conn: Connection, rows: list[tuple[Any, ...]])
     conn.exec_driver_sql(_SQLITE_INSERT_RECORDS, rows)
     last = conn.exec_driver_sql("SELECT last_insert_rowid()").scalar_one()
     if last < _SQLITE_MAX_ROWID:
-        first = last - len(rows) + 1
-        return {(row[0], row[1]): first + i for i, row in enumerate(rows)}
+        return list(range(last - len(rows) + 1, last + 1))
     # at the rowid ceiling SQLite picks rowids at random: read them back
     by_type: dict[str, list[str]] = {}
     for row in rows:
         by_type.setdefault(row[0], []).append(row[1])
+    found: dict[tuple[str, str], int] = {}
     for rtype, keys in by_type.items():
         for rid, key in _select_keys(conn, rtype, keys, with_hash=False):
-            ids[(rtype, key)] = rid
-    return ids
+            found[(rtype, key)] = rid
+    return [found[(row[0], row[1])] for row in rows]
 
 
 def _insert_events(db: Database, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
@@ -275,20 +274,21 @@ def new_event_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def _record_event(record: CanonicalRecord, origin: Origin, data: bytes, record_id: int, verb: str,
-                  version: int, stamp: _Stamp, ts: Any) -> tuple[Any, ...]:
+def _record_event(record: CanonicalRecord, key: str, origin: Origin, data: bytes, record_id: int, verb: str,
+                  version: int, stamp: Stamp, ts: Any) -> tuple[Any, ...]:
+    """The event row of one record change; its payload embeds the record's JSON bytes as they are."""
     event_id = new_event_id()
     event_type = f"{record.event_prefix}.{verb}"
     agg_id = record.aggregate_id()
     payload = _envelope(event_id, event_type, stamp.iso, record.aggregate_type, agg_id, "record",
                         orjson.Fragment(data), origin,
-                        {"record_type": record.record_type, "natural_key": record.natural_key(),
-                         "record_id": record_id, "version": version})
+                        {"record_type": record.record_type, "natural_key": key, "record_id": record_id,
+                         "version": version})
     return (event_id, event_type, record.aggregate_type, agg_id[:255], record_id, origin.inbound_id, payload,
             origin.correlation_id, ts, None)
 
 
-def _draft_event(draft: EventDraft, origin: Origin, stamp: _Stamp, ts: Any) -> tuple[Any, ...]:
+def _draft_event(draft: EventDraft, origin: Origin, stamp: Stamp, ts: Any) -> tuple[Any, ...]:
     event_id = new_event_id()
     payload = _envelope(event_id, draft.event_type, stamp.iso, draft.aggregate_type, draft.aggregate_id, "data",
                         draft.payload, origin)

@@ -251,6 +251,11 @@ class Field(_Part):
         return bool(self.raw) and self.raw != '""'
 
 
+def _nth(parts: list[str], number: int) -> str:
+    """Part ``number`` (1-based) of a split value, or ``""`` when it has fewer parts."""
+    return parts[number - 1] if number <= len(parts) else ""
+
+
 def _pick(raw: str, enc: Encoding, charset: str, repetition: int, component: int, subcomponent: int) -> str:
     """The decoded value at ``repetition``, ``component``, ``subcomponent`` (1-based) of a raw field.
 
@@ -355,6 +360,16 @@ class Segment:
         f = self.fields
         n = len(f)
         enc = self._enc
+        raw_segment = self.raw
+        comp = enc.component
+        if (enc.repetition not in raw_segment and enc.subcomponent not in raw_segment and '""' not in raw_segment
+                and (not enc.escape or enc.escape not in raw_segment) and self.id != "MSH"):
+            # a plain segment, the common case: no repetition, subcomponent, escape or HL7 null
+            # anywhere in it, so a value is at most one split on the component separator
+            return ["" if number >= n or subcomponent > 1 else
+                    f[number].partition(comp)[0] if component == 1 else
+                    _nth(f[number].split(comp), component)
+                    for number, component, subcomponent in refs]
         cs = self._cs
         specials = (enc.component, enc.repetition, enc.subcomponent, enc.escape or enc.component)
         c0, c1, c2, c3 = specials
@@ -396,7 +411,8 @@ class Message:
     application and facility (MSH-3.1 and MSH-4.1, as ``app@facility``).
     """
 
-    __slots__ = ("_by_id", "_msh", "_segments", "charset", "encoding", "position", "raw_segments")
+    __slots__ = ("_by_id", "_msh", "_segments", "_sender", "_type", "charset", "encoding", "position",
+                 "raw_segments")
 
     def __init__(self, raw_segments: list[str], encoding: Encoding, charset: str = "utf-8",
                  position: Position | None = None) -> None:
@@ -407,6 +423,9 @@ class Message:
         self._segments: list[Segment] | None = None
         self._by_id: dict[str, list[Segment]] | None = None
         self._msh: Segment | None = None
+        # the header values every mapping and the parser itself read: computed once
+        self._type: str | None = None
+        self._sender: str | None = None
 
     def _build(self) -> None:
         segs: list[Segment] = []
@@ -470,10 +489,12 @@ class Message:
 
     @property
     def type(self) -> str:
-        msh = self.msh
-        code = msh.value(9, 1)
-        event = msh.value(9, 2)
-        return f"{code}^{event}" if event else code
+        if self._type is None:
+            msh = self.msh
+            code = msh.value(9, 1)
+            event = msh.value(9, 2)
+            self._type = f"{code}^{event}" if event else code
+        return self._type
 
     @property
     def structure(self) -> str:
@@ -489,10 +510,12 @@ class Message:
 
     @property
     def sender(self) -> str:
-        msh = self.msh
-        app = msh.value(3, 1)
-        fac = msh.value(4, 1)
-        return f"{app}@{fac}" if fac else app
+        if self._sender is None:
+            msh = self.msh
+            app = msh.value(3, 1)
+            fac = msh.value(4, 1)
+            self._sender = f"{app}@{fac}" if fac else app
+        return self._sender
 
     def text(self) -> str:
         """The message as the standard writes it (segments ended by ``\\r``)."""

@@ -39,7 +39,7 @@ from bridge.settings import ChannelConfig, ProcessingConfig, build_component
 from mappings.base import EventDraft, Mapping, MappingContext
 from mappings.canonical import CanonicalRecord
 from mappings.crosswalks import CrosswalkSnapshot
-from outbox.writer import Origin, write_records
+from outbox.writer import Origin, Stamp, write_records
 from parsers.base import Message, Parser
 
 __all__ = ["ChannelRuntime", "Processor", "ProcessResult", "build_channel", "worker_name"]
@@ -47,6 +47,18 @@ __all__ = ["ChannelRuntime", "Processor", "ProcessResult", "build_channel", "wor
 log = logging.getLogger(__name__)
 
 FILE_LEVEL = -1
+
+# Message keys go to the driver directly, in sorted order (see Processor._claim_message_keys):
+# on PostgreSQL one INSERT ... SELECT FROM unnest(arrays), on SQLite one multi-row VALUES per chunk.
+_KEYS_CHUNK = 500
+_KEY_COLS = "channel, sender, control_id, inbound_id, message_index"
+_KEYS_ON_CONFLICT = f"ON CONFLICT (channel, sender, control_id) DO NOTHING RETURNING {_KEY_COLS}"
+_PG_INSERT_KEYS = (
+    f"INSERT INTO message_keys ({_KEY_COLS}, seen_at) SELECT {_KEY_COLS}, %s::timestamptz "
+    f"FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[], %b::int[]) WITH ORDINALITY "
+    f"AS u({_KEY_COLS}, ord) ORDER BY ord {_KEYS_ON_CONFLICT}"
+)
+_SQLITE_INSERT_KEYS = f"INSERT INTO message_keys ({_KEY_COLS}, seen_at) VALUES {{values}} {_KEYS_ON_CONFLICT}"
 
 
 def worker_name() -> str:
@@ -93,7 +105,7 @@ class _Outcome:
     outputs: list[Any] = field(default_factory=list)
     error: InputError | None = None
     #: written instead of ``outputs`` if the message turns out to be a resend (``Mapping.answer_duplicate``)
-    if_duplicate: list[EventDraft] = field(default_factory=list)
+    if_duplicate: tuple[EventDraft, ...] = ()
 
 
 @dataclass
@@ -290,7 +302,8 @@ class Processor:
         try:
             outputs = list(mapping.map(message, ctx))
             # a keyed message may prove a resend in the commit transaction: take the answer now
-            answer = list(mapping.answer_duplicate(message, ctx)) if message.control_id and message.sender else []
+            # a tuple: no answer (nearly always) is the shared empty tuple, one object less kept per message
+            answer = tuple(mapping.answer_duplicate(message, ctx)) if message.control_id and message.sender else ()
             # the parsed form is done with: a batch keeps only records, not documents
             message.data = None
             return _Outcome(message, outputs=outputs, if_duplicate=answer)
@@ -390,22 +403,29 @@ class Processor:
         only one of them wins; keys are inserted in sorted order, so two
         groups sharing keys wait for each other instead of deadlocking.
         """
-        now = utcnow()
-        values = sorted(
-            ({"channel": b.row.channel, "sender": o.message.sender[:128], "control_id": o.message.control_id[:128],
-              "inbound_id": b.row.id, "message_index": o.message.index, "seen_at": now}
-             for b in batches for o in b.pending
-             if o.error is None and o.message.control_id and o.message.sender),
-            key=lambda v: (v["channel"], v["sender"], v["control_id"], v["inbound_id"], v["message_index"]))
-        if not values:
+        # tuples, not dicts, straight to the driver: SQLAlchemy's per-row parameter handling of an
+        # executemany with RETURNING cost more than the insert itself
+        keys = sorted(
+            (b.row.channel, o.message.sender[:128], o.message.control_id[:128], b.row.id, o.message.index)
+            for b in batches for o in b.pending
+            if o.error is None and o.message.control_id and o.message.sender)
+        if not keys:
             return set()
         # the keys this insert returns are owned by these messages: nothing to read back (the
         # common case). Reading every key back instead (WHERE control_id IN (500 ids)) cost
         # PostgreSQL a scan of all the sender's keys per batch: slower as the table grew.
-        owners: dict[tuple[str, str, str], tuple[int, int]] = {
-            (r.channel, r.sender, r.control_id): (r.inbound_id, r.message_index)
-            for r in conn.execute(self._sql.insert_keys, values)}
-        taken = sorted({(v["channel"], v["sender"], v["control_id"]) for v in values} - owners.keys())
+        owners: dict[tuple[str, str, str], tuple[int, int]] = {}
+        seen_at = Stamp(utcnow()).for_db(self.db)
+        for i in range(0, len(keys), _KEYS_CHUNK):
+            part = keys[i : i + _KEYS_CHUNK]
+            if self.db.is_postgres:
+                sql, params = _PG_INSERT_KEYS, (seen_at, *(list(c) for c in zip(*part, strict=True)))
+            else:
+                sql = _SQLITE_INSERT_KEYS.format(values=", ".join(["(?, ?, ?, ?, ?, ?)"] * len(part)))
+                params = tuple(v for key in part for v in (*key, seen_at))
+            for channel, sender, control_id, inbound_id, index in conn.exec_driver_sql(sql, params):
+                owners[(channel, sender, control_id)] = (inbound_id, index)
+        taken = sorted({key[:3] for key in keys} - owners.keys())
         for i in range(0, len(taken), 500):
             # keys committed before (a resend, or a reprocess of the owner itself): read their owners
             chunk = taken[i : i + 500]
@@ -413,8 +433,7 @@ class Processor:
                                                          "senders": sorted({s for _c, s, _i in chunk}),
                                                          "ids": [cid for _c, _s, cid in chunk]}):
                 owners[(r.channel, r.sender, r.control_id)] = (r.inbound_id, r.message_index)
-        dupes = {(v["inbound_id"], v["message_index"]) for v in values
-                 if owners.get((v["channel"], v["sender"], v["control_id"])) != (v["inbound_id"], v["message_index"])}
+        dupes = {key[3:] for key in keys if owners.get(key[:3]) != key[3:]}
         if dupes:
             log.info("duplicate control ids skipped", extra={"duplicates": len(dupes)})
         return dupes
@@ -548,9 +567,6 @@ class _Statements:
             processed_at=bindparam("b_now"), claimed_by=None, claimed_until=None, error=bindparam("b_error"),
         )
         k = message_keys.c
-        self.insert_keys = dialect_insert(message_keys).on_conflict_do_nothing(
-            index_elements=["channel", "sender", "control_id"]).returning(
-            k.channel, k.sender, k.control_id, k.inbound_id, k.message_index)
         self.key_owners = select(k.channel, k.sender, k.control_id, k.inbound_id, k.message_index).where(
             k.channel.in_(bindparam("channels", expanding=True)), k.sender.in_(bindparam("senders", expanding=True)),
             k.control_id.in_(bindparam("ids", expanding=True)))

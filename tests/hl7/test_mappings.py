@@ -128,6 +128,21 @@ def test_duplicate_inside_one_batch_and_reprocess_is_not_a_duplicate(db: Databas
     assert again is not None and again.status == "processed" and again.resolved == 1 and again.records == 3
 
 
+def test_resends_in_a_large_batch_are_duplicates_wherever_their_keys_fall(db: Database, archive: Archive) -> None:
+    seed(db)
+    proc = processor(db, archive, "hl7_dft_p03")  # batches of 1,000 messages
+    msgs = [dft_p03(f"L{i:04d}", ft1=1) for i in range(999)]
+    # a resend of L0499 in the same batch: sorted, its key comes right after the original's, in the
+    # next 500-key insert; and a resend of L0000 in the file's next batch
+    msgs += [dft_p03("L0499", ft1=1, txn_prefix="R1"), dft_p03("L0000", ft1=1, txn_prefix="R2")]
+    result = ingest(db, archive, proc, batch(msgs))
+    assert (result.status, result.messages, result.records, result.duplicates) == ("processed", 1001, 999, 2)
+    assert not [c for c in rows(db, "charge").values() if c["transaction_id"].startswith("R")]
+    with db.read() as conn:
+        owners = dict(conn.execute(select(message_keys.c.control_id, message_keys.c.message_index)).all())
+    assert len(owners) == 999 and (owners["L0499"], owners["L0000"]) == (499, 0)
+
+
 def test_unknown_message_type_is_landed_and_reported_unmapped(db: Database, archive: Archive) -> None:
     proc = processor(db, archive, "hl7_dft_p03")
     result = ingest(db, archive, proc, (SAMPLES / "unknown_type_oru_r01.hl7").read_bytes())
