@@ -11,10 +11,14 @@ Figures:
    default and ``find_groups=False``) on a sample;
 2. parse + map + commit (messages/s) of the batch files through the real
    Processor, on SQLite and on PostgreSQL;
-3. MLLP: ``--senders`` concurrent ``hl7.client.MLLPClient`` connections
-   against a Runtime's listener, paced at ``--rate`` messages/s in total;
-   each ACK's round trip (send -> AA) gives p50/p99, plus the rate achieved
-   and how many messages the listener's group commits held on average.
+3. MLLP: ``--senders`` sender processes, each one ``hl7.client.MLLPClient``
+   connection, against a Runtime's listener in this process (so senders do
+   not compete with it for its GIL), paced by schedule at ``--rate``
+   messages/s in total (``--rate 0``: closed loop, each sender waits for its
+   ACK and sends again). Each ACK's latency counts from the message's
+   scheduled send time (no coordinated omission): p50/p99, the rate achieved,
+   how many messages the listener's group commits held on average, and the
+   CPU time per message of the bridge process (and of its PostgreSQL backends).
 
 The machine is shared (2 cores, several engineers): figures are noisy.
 """
@@ -27,9 +31,9 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -106,6 +110,7 @@ def bench_commit(label: str, url: str, msgs: list[bytes], per_file: int, tmp: Pa
     proc = Processor(db, archive, {"bench": build_channel("bench", cfg)}, ProcessingConfig(batch_size=1000))
     files = [batch(msgs[i : i + per_file]) for i in range(0, len(msgs), per_file)]
     t = time.perf_counter()
+    cpu = time.process_time()
     done = records = 0
     for i, data in enumerate(files):
         landed = land(db, archive, channel="bench", src=io.BytesIO(data), name=f"batch-{i}.hl7")
@@ -114,13 +119,83 @@ def bench_commit(label: str, url: str, msgs: list[bytes], per_file: int, tmp: Pa
         done += result.messages
         records += result.records
     took = time.perf_counter() - t
+    cpu = time.process_time() - cpu
+    # CPU time is the steadier figure on a shared machine (PostgreSQL's server processes not included)
     print(f"  {label:<10} land+parse+map+commit  {rate(done, took)}; {records:,} charges, "
-          f"{records / took:,.0f} records/s")
+          f"{records / took:,.0f} records/s; this process's CPU {cpu / done * 10_000:.2f} s per 10,000 messages")
     db.dispose()
 
 
-def bench_mllp(url: str, msgs: list[bytes], senders: int, target_rate: float, tmp: Path, label: str) -> None:
+def _send(k: int, port: int, msgs: list[bytes], interval: float, offset: float, ready: Any, go: Any, start: Any,
+          results: Any) -> None:
+    """One MLLP sender in its own process: python-hl7's ``MLLPClient``, one ACK awaited per message.
+
+    Paced (``interval`` > 0), message ``i`` is due at ``start + offset + i * interval`` and its
+    latency counts from that time, not from when it went out: a late ACK delays the next send,
+    and that wait is part of the next message's latency (no coordinated omission). Closed loop
+    (``interval`` 0), each message goes out as soon as the previous ACK is in.
+    """
     from hl7.client import MLLPClient
+
+    clock = time.monotonic  # CLOCK_MONOTONIC: one clock for every process on Linux
+    latencies: list[float] = []
+    codes: dict[str, int] = {}
+    try:
+        with MLLPClient("127.0.0.1", port) as client:
+            ready.wait()  # every sender connected
+            go.wait()  # and the start time set after that: a start in the past would send a burst
+            due = start.value + offset
+            for m in msgs:
+                if interval:
+                    pause = due - clock()
+                    if pause > 0:
+                        time.sleep(pause)
+                    t0 = due
+                    due += interval
+                else:
+                    t0 = clock()
+                ack = client.send_message(m)
+                while not ack.endswith(b"\x1c\r"):  # MLLPClient reads once; an ACK may come in pieces
+                    more = client.socket.recv(4096)
+                    if not more:
+                        raise ConnectionError("the listener closed the connection")
+                    ack += more
+                latencies.append(clock() - t0)
+                code = ack.split(b"MSA|", 1)[1][:2].decode()
+                codes[code] = codes.get(code, 0) + 1
+    except Exception as exc:  # noqa: BLE001 - reported by the parent, which would otherwise wait for it
+        codes[f"sender {k} failed: {type(exc).__name__}: {exc}"] = 1
+    results.put((latencies, codes, clock()))
+
+
+def _cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by these processes (gone ones count 0)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def _pg_backends(rt: Any) -> list[int]:
+    """Pids of the PostgreSQL backends serving this bench's Runtime (its application_name)."""
+    with rt.db.read() as conn:
+        return list(conn.exec_driver_sql(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'bench-mllp'").scalars())
+
+
+def bench_mllp(url: str, msgs: list[bytes], senders: int, target_rate: float, tmp: Path, label: str,
+               source: dict[str, Any]) -> None:
+    """Section 3: ``senders`` processes, each one MLLP connection, against a Runtime's listener in this process.
+
+    Only the Runtime runs here, so its CPU time over the run is the bridge's CPU
+    per message; on PostgreSQL the CPU of its server backends is shown too.
+    """
+    import multiprocessing as mp
 
     from bridge.runtime import Runtime
     from bridge.settings import Settings
@@ -130,51 +205,53 @@ def bench_mllp(url: str, msgs: list[bytes], senders: int, target_rate: float, tm
         path = tmp / f"{kind}.csv"
         path.write_text("source_code,target_code\n" + "".join(f"{k},{v}\n" for k, v in table.items()))
         seeds.append({"kind": kind, "file": str(path)})
+    if url.startswith("postgresql"):
+        url += ("&" if "?" in url else "?") + "application_name=bench-mllp"
     settings = Settings.model_validate({
         "database_url": url, "data_dir": str(tmp / f"var-{label}"), "crosswalks": seeds,
         "processing": {"workers": 1, "poll_seconds": 3600},
-        "channels": {"mllp": {"source": {"type": "mllp", "port": 0, "workers": senders},
+        "channels": {"mllp": {"source": {"type": "mllp", "port": 0, **source},
                               "parser": {"type": "hl7"}, "mapping": {"type": "hl7_dft_p03"}}},
     })
     rt = Runtime(settings)
     rt.start()
-    port = rt.sources["mllp"].port  # type: ignore[attr-defined]
-    latencies: list[list[float]] = [[] for _ in range(senders)]
-    codes: dict[str, int] = {}
-    per_sender = [msgs[i::senders] for i in range(senders)]
-    interval = senders / target_rate if target_rate > 0 else 0.0
-    start = time.perf_counter()
-
-    def run(k: int) -> None:
-        with MLLPClient("127.0.0.1", port) as client:
-            due = time.perf_counter()
-            for m in per_sender[k]:
-                if interval:
-                    due += interval
-                    pause = due - time.perf_counter()
-                    if pause > 0:
-                        time.sleep(pause)
-                t0 = time.perf_counter()
-                ack = client.send_message(m)
-                latencies[k].append(time.perf_counter() - t0)
-                code = ack.split(b"MSA|", 1)[1][:2].decode()
-                codes[code] = codes.get(code, 0) + 1
-
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(senders)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    took = time.perf_counter() - start
-    groups = rt.sources["mllp"].status.extra["groups"]
+    listener = rt.sources["mllp"]
+    # spawn, not fork: this process runs the listener's threads
+    ctx = mp.get_context("spawn")
+    ready, go, start, results = ctx.Barrier(senders + 1), ctx.Event(), ctx.Value("d", 0.0), ctx.Queue()
+    spacing = 1 / target_rate if target_rate > 0 else 0.0
+    procs = [ctx.Process(target=_send, args=(k, listener.port, msgs[k::senders], spacing * senders, spacing * k,
+                                            ready, go, start, results), daemon=True) for k in range(senders)]
+    for p in procs:
+        p.start()
+    ready.wait(120)
+    start.value = time.monotonic() + 0.05
+    go.set()
+    before = {pid: _cpu([pid]) for pid in (_pg_backends(rt) if rt.db.is_postgres else [])}
+    groups, cpu = listener.status.extra["groups"], time.process_time()
+    done = [results.get(timeout=600) for _ in procs]
+    cpu = time.process_time() - cpu
+    # a backend opened during the run counts from 0; one closed during it is not seen (the pool keeps them)
+    pg_cpu = sum(_cpu([pid]) - before.get(pid, 0.0) for pid in _pg_backends(rt)) if rt.db.is_postgres else 0.0
+    groups = listener.status.extra["groups"] - groups
+    for p in procs:
+        p.join(10)
     rt.stop()
     rt.db.dispose()
-    lat = sorted(x for sub in latencies for x in sub)
+    took = max(end for _lat, _codes, end in done) - start.value
+    codes: dict[str, int] = {}
+    for _lat, got, _end in done:
+        for code, n in got.items():
+            codes[code] = codes.get(code, 0) + n
+    lat = sorted(x for sub, _codes, _end in done for x in sub)
     p50 = statistics.median(lat) * 1000
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
-    print(f"  {label:<10} {senders} senders, target {target_rate:,.0f}/s: achieved {rate(len(lat), took)}; "
+    target = f"target {target_rate:,.0f}/s" if target_rate > 0 else "closed loop"
+    pg = f", PostgreSQL backends {pg_cpu / len(lat) * 1000:.2f} ms" if rt.db.is_postgres else ""
+    print(f"  {label:<10} {senders} sender processes, {target}: achieved {rate(len(lat), took)}; "
           f"ACK p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {lat[-1] * 1000:.1f} ms; {codes}; "
-          f"{groups:,} group commits ({len(lat) / max(groups, 1):.1f} messages each)")
+          f"{groups:,} group commits ({len(lat) / max(groups, 1):.1f} messages each); "
+          f"CPU per message: bridge {cpu / len(lat) * 1000:.2f} ms{pg}")
 
 
 def main() -> None:
@@ -186,7 +263,11 @@ def main() -> None:
     ap.add_argument("--hl7apy-sample", type=int, default=200)
     ap.add_argument("--mllp-n", type=int, default=None, help="messages over MLLP (default: -n)")
     ap.add_argument("--senders", type=int, default=8)
-    ap.add_argument("--rate", type=float, default=1000.0, help="total MLLP send rate (0: as fast as possible)")
+    ap.add_argument("--rate", type=float, default=1000.0,
+                    help="total MLLP send rate, paced by schedule (0: closed loop, as fast as the ACKs come)")
+    ap.add_argument("--group-max", type=int, default=None, help="MLLP source group_max (default: its default)")
+    ap.add_argument("--group-wait", type=float, default=None, help="MLLP source group_wait, seconds")
+    ap.add_argument("--concurrent-groups", type=int, default=None, help="MLLP source concurrent_groups (PostgreSQL)")
     ap.add_argument("--pg", default=PG_URL, help="PostgreSQL URL ('' to skip)")
     ap.add_argument("--skip", default="", help="comma list of: parse,sqlite,pg,mllp,mllp-pg")
     args = ap.parse_args()
@@ -210,16 +291,20 @@ def main() -> None:
                 bench_commit("PostgreSQL", url, msgs, args.per_file, tmp)
             finally:
                 drop_pg_schema(schema)
+        source = {key: value for key, value in (("group_max", args.group_max), ("group_wait", args.group_wait),
+                                                ("concurrent_groups", args.concurrent_groups),
+                                                ("workers", args.senders)) if value is not None}
         mllp_msgs = messages(args.mllp_n if args.mllp_n is not None else args.n, args.ft1, "M")
         print("MLLP (land + process + ACK per message, messages arriving together committed as a group):")
         if "mllp" not in skip:
-            bench_mllp(f"sqlite:///{tmp / 'mllp.db'}", mllp_msgs, args.senders, args.rate, tmp, "SQLite")
+            bench_mllp(f"sqlite:///{tmp / 'mllp.db'}", mllp_msgs, args.senders, args.rate, tmp, "SQLite",
+                       source)
         if args.pg and "mllp-pg" not in skip:
             from tests.conftest import drop_pg_schema, make_pg_url
 
             url, schema = make_pg_url()
             try:
-                bench_mllp(url, mllp_msgs, args.senders, args.rate, tmp, "PostgreSQL")
+                bench_mllp(url, mllp_msgs, args.senders, args.rate, tmp, "PostgreSQL", source)
             finally:
                 drop_pg_schema(schema)
 

@@ -50,6 +50,7 @@ class Archive:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        self._root = str(self.root)  # the hot path joins strings: pathlib cost more than the rename
         self.tmp = self.root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._pool: ThreadPoolExecutor | None = None
@@ -112,11 +113,15 @@ class Archive:
         return self._pool
 
     def _place(self, tmp_name: str, sha: str) -> None:
-        final = self.path_for(sha)
-        if final.exists():
+        """Rename the fsynced temp file to its address (kept content stays); folders are made on first use."""
+        final = os.path.join(self._root, sha[:2], sha[2:4], sha)
+        if os.path.exists(final):
             os.unlink(tmp_name)
-        else:
-            final.parent.mkdir(parents=True, exist_ok=True)
+            return
+        try:
+            os.replace(tmp_name, final)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
             os.replace(tmp_name, final)
 
     def open(self, sha256: str) -> BinaryIO:

@@ -13,6 +13,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from bridge.pipeline.land import Unit, land, land_many
 from bridge.pipeline.process import Processor
 from bridge.runtime import Runtime
 from tests.conftest import drop_pg_schema, make_pg_url
-from tests.helpers import settings_for
+from tests.helpers import settings_for, wait_for
 from tests.hl7.messages import DEPARTMENTS, ITEMS, SAMPLES, dft_p03
 
 SB, EB, CR = b"\x0b", b"\x1c", b"\r"
@@ -336,3 +337,35 @@ def test_group_resend_after_a_crash_between_landing_and_ack(rt: Runtime) -> None
     assert [r.status for r in landed(rt, "GRPCRASH-A")] == ["processed", "duplicate"]
     assert [r.status for r in landed(rt, "GRPCRASH-B")] == ["processed", "duplicate"]
     assert [r.status for r in landed(rt, "GRPCRASH-NEW")] == ["processed"]
+
+
+def test_group_stops_waiting_once_every_connection_has_a_message_in(rt: Runtime) -> None:
+    # dft_group waits up to 1 s for company; a lone sender (waiting for each ACK before it sends
+    # again, as MLLP original mode does) can bring none, so its messages are not held that long
+    src = rt.sources["dft_group"]
+    groups_before = src.status.extra["groups"]
+    started = time.monotonic()
+    with MLLPClient("127.0.0.1", port(rt, "dft_group")) as client:
+        acks = [msa(client.send_message(dft_p03(f"LONE{i}")))[:2] for i in range(3)]
+    took = time.monotonic() - started
+    assert acks == [("AA", f"LONE{i}") for i in range(3)]
+    assert src.status.extra["groups"] - groups_before == 3
+    assert took < 2.5, f"3 messages took {took:.2f} s: each waited group_wait (1 s) for company that cannot come"
+    for i in range(3):
+        assert len(charges(rt, f"LONE{i}")) == 3
+
+
+def test_group_waits_for_an_open_connection_that_may_still_send(rt: Runtime) -> None:
+    # a second connection is open and has sent nothing: the first message waits up to group_wait
+    # for it, and when it sends in that time both are committed as one group
+    src = rt.sources["dft_group"]
+    with MLLPClient("127.0.0.1", port(rt, "dft_group")) as early, \
+            MLLPClient("127.0.0.1", port(rt, "dft_group")) as late:
+        # the listener has taken both connections (a connection still in the accept queue is not counted)
+        wait_for(lambda: src.status.extra["open_connections"] >= 2)
+        groups_before = src.status.extra["groups"]
+        early.socket.sendall(SB + dft_p03("WAIT-EARLY") + EB + CR)
+        time.sleep(0.2)
+        assert msa(late.send_message(dft_p03("WAIT-LATE")))[:2] == ("AA", "WAIT-LATE")
+        assert msa(recv_frame(early.socket))[:2] == ("AA", "WAIT-EARLY")
+    assert src.status.extra["groups"] - groups_before == 1
