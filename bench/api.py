@@ -20,7 +20,9 @@ little of the CPU the server needs; without wrk a Python (httpx) generator runs
 instead and says so. For each run it prints requests/s, records/s, p50/p99,
 and the server's CPU time per page (user + system of the server processes,
 from ``/proc``, divided by the requests served): the figure that does not
-depend on how busy the machine is. Then page latency at a shallow cursor (the
+depend on how busy the machine is, and on PostgreSQL the CPU of the database
+backends serving the API (found by ``application_name``), which share the
+machine's cores with the server. Then page latency at a shallow cursor (the
 first pages) and a deep one (the last pages), sequentially, to show keyset
 paging costs the same at any depth.
 
@@ -180,6 +182,27 @@ def serve(url: str, data_dir: str, workers: int) -> tuple[subprocess.Popen, str]
     raise SystemExit("the API server did not come up")
 
 
+#: the ``application_name`` of the server's PostgreSQL sessions, to find their backends' CPU
+APP_NAME = "bridge-bench-api"
+
+
+def database_cpu(backend: str) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend serving the API (empty on SQLite, which runs in the server).
+
+    The backends are processes of the local server, found by ``application_name`` in ``pg_stat_activity``;
+    one that exits during a run (a pool's overflow connection) is not counted.
+    """
+    if backend != "postgresql":
+        return {}
+    import psycopg
+
+    dsn = PG_URL.replace("postgresql+psycopg://", "postgresql://").split("?")[0]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        pids = [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                                           (APP_NAME,))]
+    return {pid: cpu_seconds(pid) for pid in pids}
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of ``pid`` and its descendants so far (Linux ``/proc``)."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -323,7 +346,7 @@ def prepare(backend: str, n: int, tmp: Path) -> tuple[str, str | None, float]:
             conn.execute(text(f'CREATE SCHEMA "{schema}"'))
         eng.dispose()
         sep = "&" if "?" in PG_URL else "?"
-        url = f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+        url = f"{PG_URL}{sep}options=-csearch_path%3D{schema}&application_name={APP_NAME}"
     db = Database(url)
     db.upgrade()
     db.dispose()
@@ -357,9 +380,13 @@ def run_backend(backend: str, args: argparse.Namespace, generate, tmp: Path) -> 
         try:
             out: dict[str, object] = {"load_seconds": round(loaded, 1), **depth_latency(base, key, args.records)}
             for name, rate in (("closed", 0), ("paced", args.rate)):
-                cpu0 = cpu_seconds(proc.pid)
+                cpu0, db0 = cpu_seconds(proc.pid), database_cpu(backend)
                 r = generate(base, key, args.seconds, args.connections, rate, args.records)
-                r["cpu_ms_per_page"] = 1000 * (cpu_seconds(proc.pid) - cpu0) / max(1, r["requests"])
+                pages = max(1, r["requests"])
+                r["cpu_ms_per_page"] = 1000 * (cpu_seconds(proc.pid) - cpu0) / pages
+                db1 = database_cpu(backend)  # a backend started during the run counts from zero
+                r["db_cpu_ms_per_page"] = 1000 * sum(t - db0.get(pid, 0.0) for pid, t in db1.items()) / pages
+                r["load"] = os.getloadavg()[0]
                 out[name] = r
         finally:
             proc.terminate()
@@ -373,7 +400,9 @@ def run_backend(backend: str, args: argparse.Namespace, generate, tmp: Path) -> 
 def report(name: str, r: dict[str, float]) -> str:
     return (f"  {name}: {r['requests'] / r['seconds']:,.0f} requests/s  {r['records'] / r['seconds']:,.0f} records/s  "
             f"p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms  errors {r['errors'] + r['socket_errors']}  "
-            f"late sends {r['late']}  server CPU {r['cpu_ms_per_page']:.2f} ms/page")
+            f"late sends {r['late']}  server CPU {r['cpu_ms_per_page']:.2f} ms/page"
+            + (f" (+ PostgreSQL {r['db_cpu_ms_per_page']:.2f})" if r["db_cpu_ms_per_page"] else "")
+            + f"  load average {r['load']:.1f}")
 
 
 def main() -> None:

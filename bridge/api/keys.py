@@ -53,6 +53,7 @@ __all__ = [
     "Client",
     "ClientError",
     "authenticate",
+    "cached_client",
     "create_client",
     "list_clients",
     "revoke_client",
@@ -237,6 +238,14 @@ def revoke_client(db: Database, name: str) -> Client:
         row = conn.execute(select(api_clients).where(api_clients.c.id == row.id)).one()
     _cache.forget(db.url, row.id)
     return _client(row)
+
+
+def cached_client(db: Database, key: str) -> Client | None:
+    """The client holding ``key`` if this process looked it up within :data:`CACHE_SECONDS`, else None.
+
+    No I/O: the API calls it on the event loop and goes to a thread (:func:`authenticate`) only on a miss.
+    """
+    return _cache.get(db.url, hash_key(key)) if _parse(key) is not None else None
 
 
 def authenticate(db: Database, key: str) -> Client | None:

@@ -5,13 +5,22 @@
 the opaque cursor of the last row it saw, and the next page is ``key > cursor``
 (or ``<`` for newest-first listings) with ``LIMIT size + 1``: a page costs one
 index range scan at any depth, and the extra row says whether there is more.
+The busiest listings (records by type, and the event feed) build their
+statements once and read them by the driver (:func:`keyset_rows`,
+:meth:`Database.fetch_rows`): SQLAlchemy's statement building, execution and
+row processing cost about a quarter of such a page's CPU.
 
-**One-statement reads** (:func:`statement_read`): a page is one ``SELECT``, and
+**One-statement reads** (:func:`read_all`): a page is one ``SELECT``, and
 one statement sees one snapshot by itself. On PostgreSQL it runs in
 autocommit, so the page costs one round trip instead of three (``BEGIN``,
 ``SELECT``, ``COMMIT``). SQLite's ``BEGIN`` costs no round trip, and its
 dialect's isolation-level switch would undo the engine's own ``BEGIN``
 handling (:mod:`bridge.db.engine`), so there it is :meth:`Database.read`.
+Such a read changes nothing, so when it fails because the server dropped the
+connection (a PostgreSQL restart; SQLAlchemy then replaces the pooled
+connections) it is sent again, once, on a new connection: that is what lets
+the API's workers skip the ``SELECT 1`` round trip before every page
+(``pre_ping=False``, :mod:`bridge.api.server`).
 
 **Responses** (:func:`json_response`) are serialised here with orjson and
 returned as a ``Response``: FastAPI does not validate them a second time
@@ -23,34 +32,44 @@ original text (``orjson.Fragment``) instead of being serialised again.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 from fastapi import Response
-from sqlalchemy import ColumnElement, Connection, Row, Select, exc
+from sqlalchemy import ColumnElement, Executable, Row, Select, exc
 
 from bridge.api.deps import decode_cursor, encode_cursor
 from bridge.db import Database
 from bridge.errors import StorageError
 
-__all__ = ["json_field", "json_response", "keyset_page", "matching", "statement_read", "stored_object"]
+__all__ = ["json_field", "json_response", "keyset_page", "keyset_rows", "matching", "read_all", "stored_object"]
+
+log = logging.getLogger(__name__)
 
 
-@contextmanager
-def statement_read(db: Database) -> Iterator[Connection]:
-    """A connection for a read that is a single statement (see the module docstring)."""
+def read_all(db: Database, query: Executable) -> Sequence[Row[Any]]:
+    """The rows of the single statement ``query`` (see the module docstring)."""
     if not db.is_postgres:
         with db.read() as conn:
-            yield conn
-        return
+            return conn.execute(query).all()
     try:
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            yield conn
+        try:
+            return _autocommit_read(db, query)
+        except exc.DBAPIError as e:
+            if not e.connection_invalidated:
+                raise
+            log.warning("database connection was dropped; reading again on a new one")
+            return _autocommit_read(db, query)
     except exc.DBAPIError as e:
         reason = str(e.orig if e.orig is not None else e).splitlines()[0]
         raise StorageError(f"database read failed: {reason}") from e
+
+
+def _autocommit_read(db: Database, query: Executable) -> Sequence[Row[Any]]:
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        return conn.execute(query).all()
 
 
 def matching(query: Select[Any], equal: Mapping[ColumnElement[Any], Any]) -> Select[Any]:
@@ -73,12 +92,26 @@ def keyset_page(db: Database, query: Select[Any], key: ColumnElement[int], *, ki
     if last is not None:
         query = query.where(key < last if newest_first else key > last)
     query = query.order_by(key.desc() if newest_first else key).limit(size + 1)
-    with statement_read(db) as conn:
-        rows = conn.execute(query).all()
+    rows = read_all(db, query)
     if len(rows) <= size:
         return rows, None
     rows = rows[:size]
     return rows, encode_cursor(kind, rows[-1]._mapping[key])
+
+
+def keyset_rows(db: Database, statement: Select[Any], params: dict[str, Any], *, kind: str, after: str | None,
+                size: int) -> tuple[Sequence[Sequence[Any]], str | None]:
+    """:func:`keyset_page` for a constant ``statement`` read by :meth:`Database.fetch_rows` (the hot pages).
+
+    ``statement`` selects the integer key first, keeps rows with the key above ``:after`` in key order and
+    stops at ``:size`` rows; ``params`` binds its other parameters.
+    """
+    last = decode_cursor(kind, after)
+    rows = db.fetch_rows(statement, {**params, "after": last or 0, "size": size + 1})
+    if len(rows) <= size:
+        return rows, None
+    rows = rows[:size]
+    return rows, encode_cursor(kind, rows[-1][0])
 
 
 def stored_object(text: str, what: str) -> dict[str, Any]:

@@ -133,7 +133,8 @@ def _worker(settings: Settings, sock: socket.socket, buckets: BucketTable) -> No
     from bridge.logging import configure
 
     configure(settings.log_level, settings.log_format)
-    db = Database(settings.database_url)
+    # no round trip to test a pooled connection before each page: page reads retry once on a dropped one
+    db = Database(settings.database_url, pre_ping=False)
     server = _Server(_config(create_app(settings, db, rate_buckets=buckets)))
     _on_stop(lambda: setattr(server, "should_exit", True))
     try:

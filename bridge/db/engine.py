@@ -8,20 +8,22 @@ deferred ``BEGIN`` and never block the writer.
 
 PostgreSQL is used by URL (``postgresql+psycopg://``). Writers that insert
 outbox events take an advisory transaction lock first (:meth:`Database.lock_events`)
-so event ``seq`` order equals commit order.
+so event ``seq`` order equals commit order. Its sessions run in UTC, and the
+API's hot pages are read by the driver (:meth:`Database.fetch_rows`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, exc, text
+from sqlalchemy import Connection, Engine, Select, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.engine.interfaces import Compiled
 
 from bridge.errors import StorageError
 
@@ -53,7 +55,11 @@ def normalise_url(url: str) -> str:
 class Database:
     """One database: an engine plus read and write transactions."""
 
-    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10, pre_ping: bool = True) -> None:
+        """``pre_ping``: test each PostgreSQL connection with a round trip when it leaves the pool, so a
+        connection the server dropped (a restart) is replaced before use. Without it (the API's worker
+        processes, whose page reads retry once instead: :func:`bridge.api.paging.read_all`) the first
+        statement on a dropped connection fails, and SQLAlchemy then replaces every pooled connection."""
         self.url = normalise_url(url)
         parsed = make_url(self.url)
         self.dialect = parsed.get_backend_name()
@@ -64,10 +70,13 @@ class Database:
                 Path(db).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=pre_ping)
         self.engine: Engine = create_engine(self.url, **kwargs)
+        self._compiled: dict[Select[Any], Compiled] = {}  # fetch_rows: few statements, each compiled once
         if self.dialect == "sqlite":
             _sqlite_pragmas(self.engine)
+        elif self.dialect == "postgresql":
+            _utc_sessions(self.engine)
 
     @property
     def is_sqlite(self) -> bool:
@@ -99,6 +108,57 @@ class Database:
                     yield conn
         except exc.DBAPIError as e:
             raise StorageError(f"database read failed: {_short(e)}") from e
+
+    def fetch_rows(self, statement: Select[Any], params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        """The rows of ``statement``, a SELECT built once (a module constant, with ``bindparam`` for every
+        value that varies), with ``params`` for its bind parameters: the API's hot pages.
+
+        On PostgreSQL the statement is compiled once per statement object and run by the driver in
+        autocommit: one round trip, one snapshot (it is one statement), and no SQLAlchemy execution or row
+        processing, which cost more CPU than the driver itself. The values come back as the driver makes
+        them; timestamps are UTC datetimes since sessions run in UTC (:func:`_utc_sessions`). Parameters go
+        to the driver as given (no type's bind processing, no expanding ``IN``). A read changes nothing, so
+        when the server has dropped the connection (a restart) the pool is renewed and the read sent once
+        more. On SQLite it is an ordinary read.
+        """
+        if not self.is_postgres:
+            with self.read() as conn:
+                return conn.execute(statement, params).all()
+        compiled = self._compiled.get(statement)
+        if compiled is None:
+            compiled = self._compiled[statement] = statement.compile(dialect=self.engine.dialect)
+        sql, values = compiled.string, compiled.construct_params(params)
+        try:
+            rows = self._driver_read(sql, values)
+            if rows is None:
+                log.warning("database connection was dropped; reading again on a new one")
+                rows = self._driver_read(sql, values)
+        except (exc.DBAPIError, self.engine.dialect.loaded_dbapi.Error) as e:
+            reason = str(getattr(e, "orig", None) or e).splitlines()[0]
+            raise StorageError(f"database read failed: {reason}") from e
+        if rows is None:
+            raise StorageError("database read failed: the connection was dropped twice")
+        return rows
+
+    def _driver_read(self, sql: str, params: Mapping[str, Any] | None) -> list[Any] | None:
+        """``sql`` run by the driver on a pooled connection in autocommit; None if the server had dropped it."""
+        fairy = self.engine.raw_connection()
+        conn: Any = fairy.driver_connection
+        try:
+            conn.autocommit = True
+            try:
+                return conn.execute(sql, params).fetchall()
+            finally:
+                if not conn.broken:
+                    conn.autocommit = False  # back as SQLAlchemy expects it: transactions begin implicitly
+        except self.engine.dialect.loaded_dbapi.Error:
+            if not conn.broken:
+                raise
+            fairy.invalidate()
+            self.engine.dispose()  # a restart dropped the others in the pool too: renew them all
+            return None
+        finally:
+            fairy.close()
 
     def lock_events(self, conn: Connection) -> None:
         """Serialise outbox inserts until this transaction ends (PostgreSQL only).
@@ -154,6 +214,16 @@ def _sqlite_pragmas(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.exec_driver_sql("BEGIN")
+
+
+def _utc_sessions(engine: Engine) -> None:
+    """Run every PostgreSQL session in UTC: timestamps then come back with ``datetime.UTC`` as their tzinfo,
+    which :class:`bridge.db.tables.UtcDateTime` passes through without a conversion per value."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute("SET TIME ZONE 'UTC'")
+        dbapi_conn.commit()
 
 
 def _short(e: exc.DBAPIError) -> str:

@@ -78,8 +78,10 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
+        # PostgreSQL sessions run in UTC (bridge.db.engine), so the common case is already UTC: a page of
+        # records reads two timestamps per row, and astimezone() cost more than the rest of the row's decoding
+        if value is None or value.tzinfo is UTC:
+            return value
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 

@@ -28,11 +28,11 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from bridge.api.deps import DbDep, EventsReader, SettingsDep
 from bridge.api.keys import Client
-from bridge.api.paging import json_response, statement_read, stored_object
+from bridge.api.paging import json_response, stored_object
 from bridge.api.phi import MASK, PHI_SCOPE, hidden_fields, mask_fields
 from bridge.api.problems import Problem, responses
 from bridge.db import like_escape
@@ -69,6 +69,11 @@ class EventPagePublic(BaseModel):
 COLUMNS = (events.c.seq, events.c.id, events.c.event_type, events.c.aggregate_type, events.c.aggregate_id,
            events.c.record_id, events.c.inbound_id, events.c.correlation_id, events.c.created_at, events.c.payload)
 
+#: the feed after ``:after``, and its filters by event type (built once: :meth:`bridge.db.Database.fetch_rows`)
+PAGE = select(*COLUMNS).where(events.c.seq > bindparam("after")).order_by(events.c.seq).limit(bindparam("size"))
+PAGE_OF_TYPE = PAGE.where(events.c.event_type == bindparam("type"))
+PAGE_OF_FAMILY = PAGE.where(events.c.event_type.like(bindparam("pattern"), escape="\\"))
+
 
 class PayloadMask:
     """Masks what ``client`` may not see in event payloads; the answer per record type is kept for the page."""
@@ -100,7 +105,7 @@ class PayloadMask:
 def to_json(row: Any, mask: PayloadMask) -> dict[str, Any]:
     """:class:`EventPublic` of a row of :data:`COLUMNS` for orjson, its payload masked by ``mask``.
 
-    The row is unpacked as a tuple (cheaper than ``Row`` attributes, see :func:`bridge.api.routes.records.to_json`).
+    The row is unpacked as a tuple (see :func:`bridge.api.routes.records.to_json`).
     """
     seq, id_, event_type, aggregate_type, aggregate_id, record_id, inbound_id, correlation_id, created, text = row
     payload = stored_object(text, f"event {seq}")
@@ -119,13 +124,13 @@ def list_events(
     client: EventsReader,
     db: DbDep,
     settings: SettingsDep,
-    after: Annotated[int, Query(ge=0, description="the next_cursor of the previous page")] = 0,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1, description="the next_cursor of the previous page")] = 0,
     limit: Annotated[int | None, Query(ge=1, le=MAX_PAGE)] = None,
     type: Annotated[str | None, Query(max_length=96, pattern=r"^[A-Za-z0-9._*-]+$",
                                       description="event type, or a prefix ending in *")] = None,
 ) -> Response:
-    size = limit or settings.api.default_page_size
-    q = select(*COLUMNS).where(events.c.seq > after)
+    statement = PAGE
+    params: dict[str, Any] = {"after": after, "size": limit or settings.api.default_page_size}
     if type:
         if type.endswith("*"):
             prefix = type[:-1]
@@ -135,12 +140,10 @@ def list_events(
                               extra={"errors": [{"location": "query", "name": "type",
                                                  "message": "only a trailing * is allowed"}]})
             if prefix:
-                q = q.where(events.c.event_type.like(like_escape(prefix) + "%", escape="\\"))
+                statement, params["pattern"] = PAGE_OF_FAMILY, like_escape(prefix) + "%"
         else:
-            q = q.where(events.c.event_type == type)
-    q = q.order_by(events.c.seq).limit(size)
-    with statement_read(db) as conn:
-        rows = conn.execute(q).all()
+            statement, params["type"] = PAGE_OF_TYPE, type
+    rows = db.fetch_rows(statement, params)
     mask = PayloadMask(client)
     return json_response({"items": [to_json(r, mask) for r in rows],
                           "next_cursor": rows[-1][0] if rows else after})
