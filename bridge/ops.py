@@ -40,10 +40,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
-from sqlalchemy import Connection, func, insert, or_, select, update
+from sqlalchemy import func, or_, select, update
 
-from bridge.db import Database, like_escape, utcnow
+from bridge.db import Database, audit, like_escape, utcnow
 from bridge.db.tables import (
     audit_log,
     crosswalks,
@@ -116,14 +115,6 @@ class OpsContext:
 
     def processor(self) -> Processor:
         return Processor(self.db, self.archive, self.channels, self.processing)
-
-
-def audit(conn: Connection, actor: str, action: str, target: str = "", reason: str | None = None,
-          details: dict[str, Any] | None = None) -> None:
-    """Append one audit row in the caller's transaction."""
-    conn.execute(insert(audit_log).values(
-        at=utcnow(), actor=actor[:128], action=action[:64], target=str(target)[:255], reason=reason or None,
-        details=orjson.dumps(details or {}, default=str).decode()))
 
 
 # -- failures: filter, list -------------------------------------------------

@@ -113,7 +113,6 @@ from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import Any
 
-import orjson
 import psycopg
 from sqlalchemy import (
     and_,
@@ -134,8 +133,8 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from tenacity import RetryCallState, wait_random_exponential
 
-from bridge.db import Database, like_escape, utcnow
-from bridge.db.tables import audit_log, deliveries, delivery_attempts, destination_state, events
+from bridge.db import Database, audit, like_escape, utcnow
+from bridge.db.tables import deliveries, delivery_attempts, destination_state, events
 from bridge.errors import BridgeError, ConfigError
 from bridge.settings import DestinationConfig, RelayConfig, build_component
 from outbox.destinations.base import Destination, OutboxEvent, Outcome, attempt_many
@@ -984,11 +983,6 @@ def _status_row(name: str, *, paused: bool = False, paused_reason: str | None = 
             "attempts": 0, "dead": 0, "delivered": 0}
 
 
-def _audit(conn: Any, actor: str, action: str, target: str, reason: str | None, details: dict[str, Any]) -> None:
-    conn.execute(insert(audit_log).values(at=utcnow(), actor=actor, action=action, target=target, reason=reason,
-                                          details=orjson.dumps(details, default=str).decode()))
-
-
 def _set_paused(db: Database, name: str, paused: bool, reason: str | None, actor: str) -> None:
     now = utcnow()
     with db.write() as conn:
@@ -997,7 +991,7 @@ def _set_paused(db: Database, name: str, paused: bool, reason: str | None, actor
         if not n:
             conn.execute(insert(destination_state).values(name=name, fanout_cursor=0, paused=paused,
                                                           paused_reason=reason if paused else None, updated_at=now))
-        _audit(conn, actor, "destinations.pause" if paused else "destinations.resume", name, reason, {})
+        audit(conn, actor, "destinations.pause" if paused else "destinations.resume", name, reason, {})
 
 
 def pause(db: Database, name: str, reason: str | None = None, *, known: Iterable[str] | None = None,
@@ -1053,7 +1047,7 @@ def replay(db: Database, destination: str, *, event_type: str | None = None, key
             status=PENDING, attempts=0, next_attempt_at=now, claimed_by=None, claimed_until=None,
             last_error=None, delivered_at=None, created_at=now, updated_at=now,
             head=True)).rowcount  # maybe the first pending of its key again: the claim checks
-        _audit(conn, actor, "destinations.replay", destination, reason,
+        audit(conn, actor, "destinations.replay", destination, reason,
                {"type": event_type, "key": key, "since": since, "until": until, "status": status, "count": n})
     return int(n or 0)
 

@@ -6,6 +6,7 @@ visible (as ``sqlalchemy.exc.IntegrityError``) to the callers that race on a
 unique key on purpose (landing, leases).
 """
 
+from bridge.db.audit import audit
 from bridge.db.engine import Database, like_escape, utcnow
 
-__all__ = ["Database", "like_escape", "utcnow"]
+__all__ = ["Database", "audit", "like_escape", "utcnow"]
