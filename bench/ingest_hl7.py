@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 from bridge.db import Database  # noqa: E402
 from bridge.pipeline.land import Archive, land  # noqa: E402
 from bridge.pipeline.process import Processor, build_channel  # noqa: E402
+from bridge.runtime import freeze_startup_heap  # noqa: E402
 from bridge.settings import ChannelConfig, ProcessingConfig  # noqa: E402
 from mappings.crosswalks import upsert_entries  # noqa: E402
 from parsers.hl7 import HL7Parser  # noqa: E402
@@ -109,6 +110,7 @@ def bench_commit(label: str, url: str, msgs: list[bytes], per_file: int, tmp: Pa
                                         "mapping": {"type": "hl7_dft_p03"}})
     proc = Processor(db, archive, {"bench": build_channel("bench", cfg)}, ProcessingConfig(batch_size=1000))
     files = [batch(msgs[i : i + per_file]) for i in range(0, len(msgs), per_file)]
+    freeze_startup_heap()  # as bridge run does once started
     t = time.perf_counter()
     cpu = time.process_time()
     done = records = 0
@@ -215,6 +217,7 @@ def bench_mllp(url: str, msgs: list[bytes], senders: int, target_rate: float, tm
     })
     rt = Runtime(settings)
     rt.start()
+    freeze_startup_heap()  # as bridge run does
     listener = rt.sources["mllp"]
     # spawn, not fork: this process runs the listener's threads
     ctx = mp.get_context("spawn")

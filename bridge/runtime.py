@@ -18,6 +18,7 @@ the database at the next start.
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import threading
@@ -32,9 +33,25 @@ from bridge.settings import Settings, build_component
 from bridge.sources.base import Source
 from mappings.crosswalks import import_csv
 
-__all__ = ["Runtime", "SERVICES", "Service"]
+__all__ = ["Runtime", "SERVICES", "Service", "freeze_startup_heap"]
 
 log = logging.getLogger(__name__)
+
+
+def freeze_startup_heap() -> None:
+    """Take what start-up allocated (modules, settings, channels, compiled statements) out of the
+    cyclic garbage collector's sight, for a long-running process (``bridge run``, ``bridge relay``,
+    an API worker).
+
+    Every full collection walks every tracked object; the libraries bridge imports leave a few
+    hundred thousand, so while messages flow most of the collector's work was re-walking them.
+    Measured with ``bench/ingest_hl7.py``'s commit path on SQLite (50,000 DFT^P03, 2 cores,
+    November 2026): 2.52 to 2.83 s of CPU per 10,000 messages before, 2.22 to 2.27 after. Frozen
+    objects are still freed by reference counting; only a cycle among them outlives its use, and
+    start-up objects live as long as the process anyway.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class Service(Protocol):

@@ -80,6 +80,9 @@ def serve(settings: Settings, db: Database, *, runtime: Any = None, host: str | 
     if settings.api.workers == 1:
         server = _Server(_config(create_app(settings, db, runtime), host=host, port=port))
         _on_stop(lambda: setattr(server, "should_exit", True))
+        from bridge.runtime import freeze_startup_heap
+
+        freeze_startup_heap()
         server.run()
         return
     _supervise(settings, host, port)
@@ -137,6 +140,9 @@ def _worker(settings: Settings, sock: socket.socket, buckets: BucketTable) -> No
     db = Database(settings.database_url, pre_ping=False)
     server = _Server(_config(create_app(settings, db, rate_buckets=buckets)))
     _on_stop(lambda: setattr(server, "should_exit", True))
+    from bridge.runtime import freeze_startup_heap
+
+    freeze_startup_heap()
     try:
         server.run(sockets=[sock])
     finally:

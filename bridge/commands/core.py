@@ -79,12 +79,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     import signal
 
     from bridge.logging import configure
-    from bridge.runtime import Runtime
+    from bridge.runtime import Runtime, freeze_startup_heap
 
     settings = args.settings()
     configure(settings.log_level, settings.log_format)
     runtime = Runtime(settings)
     runtime.start()
+    freeze_startup_heap()
     try:
         if args.no_api:
             import threading

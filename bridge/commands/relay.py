@@ -60,6 +60,7 @@ def _when(value: str) -> datetime:
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
+    from bridge.runtime import freeze_startup_heap
     from outbox.relay import Relay
 
     settings = args.settings()
@@ -72,6 +73,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, lambda *_: done.set())
         signal.signal(signal.SIGINT, lambda *_: done.set())
         relay.start()
+        freeze_startup_heap()
         try:
             done.wait()
         finally:
