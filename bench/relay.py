@@ -15,6 +15,10 @@ fresh queue (RabbitMQ, 127.0.0.1:5672). Printed per scenario:
   so the figure includes up to ``--poll`` (in ``bridge run`` the writer's commit
   wakes its own relay);
 - ``dupes``: receipts beyond the first per event id (must be 0 without faults);
+- with ``--webhook-delay-ms`` the receiver answers each POST that much later, as a
+  remote ERP does: throughput then rests on the requests in flight (``--workers`` x
+  the destination's ``concurrency`` per process), which more relay processes add to,
+  as long as each claim takes few enough keys (``--batch``) to leave some for them;
 - ``CPU ms per 1,000 events`` over the whole scenario (backlog, paced phase,
   idle waits), a figure that a busy machine inflates far less than events/s:
   ``relay`` (user + system of the relay processes after start-up), ``claim``/``send``/``record``
@@ -50,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bridge.db import Database  # noqa: E402
+from bridge.runtime import freeze_startup_heap  # noqa: E402
 from mappings.base import EventDraft  # noqa: E402
 from outbox.writer import Origin, write_events  # noqa: E402
 
@@ -82,7 +87,10 @@ class Receipts:
             self.total = 0
 
 
-def start_http(receipts: Receipts) -> tuple[str, Any]:
+_OK = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+
+
+def start_http(receipts: Receipts, delay: float = 0.0) -> tuple[str, Any]:
     """The ERP's stand-in: a bare asyncio HTTP/1.1 responder in a thread of this process.
 
     Per request it counts the ``Idempotency-Key``, reads ``created_at`` from the JSON
@@ -91,7 +99,9 @@ def start_http(receipts: Receipts) -> tuple[str, Any]:
     shares; this costs 15 to 40 (``bench/http_clients.py`` prints the clients' and
     this receiver's CPU per request). It reads ``Content-Length`` bodies only, which
     is what the destination sends: anything else is answered 411 (400 without an
-    ``Idempotency-Key``) and closed.
+    ``Idempotency-Key``) and closed. ``delay``: seconds before each answer, a remote
+    ERP's response time (the relay's throughput then rests on how many requests it
+    keeps in flight, not on CPU).
     Returns the URL and a handle whose ``should_exit = True`` stops the receiver
     (uvicorn.Server's spelling, which ``run`` uses).
     """
@@ -129,7 +139,10 @@ def start_http(receipts: Receipts) -> tuple[str, Any]:
                 doc = orjson.loads(self.buf[end + 4:stop])
                 del self.buf[:stop]
                 receipts.add(key.decode(), doc.get("created_at"))
-                self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                if delay:
+                    loop.call_later(delay, self.transport.write, _OK)
+                else:
+                    self.transport.write(_OK)
 
     loop = asyncio.new_event_loop()
     server = loop.run_until_complete(loop.create_server(Webhook, "127.0.0.1", 0))
@@ -262,6 +275,7 @@ def child(url: str, spec: str) -> None:
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     spent["startup"] = time.process_time()  # imports and set-up, left out of the relay figure
     relay.start()
+    freeze_startup_heap()  # as bridge relay does
     done.wait()
     relay.stop()
     Path(s["report"]).write_bytes(orjson.dumps(spent))
@@ -317,7 +331,7 @@ def run(args: argparse.Namespace, dest: str, backend: str, procs: int, tmp: Path
     db = Database(url)
     stopper: Any = None
     if dest == "http":
-        hook, server = start_http(receipts)
+        hook, server = start_http(receipts, args.webhook_delay_ms / 1000)
         destination = {"type": "http", "url": hook, "timeout_seconds": 10}
     else:
         tag = uuid.uuid4().hex[:8]
@@ -427,6 +441,8 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=900)
     p.add_argument("--paced-rate", type=int, default=200)
     p.add_argument("--paced-seconds", type=float, default=3)
+    p.add_argument("--webhook-delay-ms", type=float, default=0.0,
+                   help="the receiver answers each POST after this long (a remote ERP's response time)")
     p.add_argument("--only", help="comma list of scenarios like http-postgresql-1,amqp-sqlite-1")
     args = p.parse_args()
     scenarios = [(d, "postgresql", 1) for d in ("http", "amqp")] + [(d, "postgresql", 3) for d in ("http", "amqp")] \
@@ -437,7 +453,7 @@ def main() -> None:
     import tempfile
 
     print(f"relay bench: {args.events} events over {args.keys} keys, {args.workers} workers x batch {args.batch} "
-          f"per process, paced {args.paced_rate}/s; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
+          f"per process, paced {args.paced_rate}/s, webhook answers after {args.webhook_delay_ms:g} ms; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
           f"{os.cpu_count()} CPUs (shared, noisy)")
     print(f"{'scenario':<22}{'received':>10}{'events/s':>10}{'backlog p50':>13}{'p99 ms':>9}"
           f"{'paced p50':>11}{'p99 ms':>9}{'dupes':>7}  CPU ms per 1,000 events: "
