@@ -7,15 +7,22 @@ and edited by operators; a missing or inactive entry is a
 :class:`~bridge.errors.MasterDataError` naming the kind and the code, so the
 message is quarantined as ``master_data`` and reprocessed once it is fixed.
 
-:class:`CrosswalkSnapshot` loads a kind once per file being processed, so a
-mapping looks codes up in memory; a change becomes visible to the next file
-(or the next reprocess).
+:class:`CrosswalkSnapshot` is what one file (or one group of MLLP messages) is
+mapped with: a mapping looks codes up in memory, and a change becomes visible to
+the next file (or the next reprocess). The entries of a kind are read once per
+process and kept while the crosswalks' version stands: ``crosswalk_state``, one
+row that triggers bump on any change to ``crosswalks`` by any path (migration
+0006). A snapshot reads that version once, before any entry, so what it keeps is
+never older than the version it is filed under; reading whole kinds per file
+made every MLLP group of 8 messages read an item master of any size.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import threading
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -24,30 +31,70 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bridge.db import Database, utcnow
-from bridge.db.tables import crosswalks
+from bridge.db.tables import crosswalk_state, crosswalks
 from bridge.errors import ConfigError, MasterDataError, Position
 
 __all__ = ["CrosswalkSnapshot", "import_csv", "upsert_entries"]
 
 
+class _Kept:
+    """The crosswalk entries one process keeps for a database, by kind, filed under one version."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.version: int | None = None
+        self.kinds: dict[str, dict[str, tuple[str, bool]]] = {}
+
+    def get(self, version: int, kind: str) -> dict[str, tuple[str, bool]] | None:
+        with self.lock:
+            return self.kinds.get(kind) if version == self.version else None
+
+    def put(self, version: int, kind: str, table: dict[str, tuple[str, bool]]) -> None:
+        with self.lock:
+            if self.version is None or version > self.version:
+                self.version, self.kinds = version, {}
+            if version == self.version:
+                self.kinds[kind] = table
+
+
+_KEPT: weakref.WeakKeyDictionary[Database, _Kept] = weakref.WeakKeyDictionary()
+_KEPT_LOCK = threading.Lock()
+
+
+def _kept(db: Database) -> _Kept:
+    with _KEPT_LOCK:
+        kept = _KEPT.get(db)
+        if kept is None:
+            kept = _KEPT[db] = _Kept()
+        return kept
+
+
 class CrosswalkSnapshot:
-    """Crosswalk entries read from the database, one kind at a time, on first use."""
+    """Crosswalk entries as of this snapshot's first use, one kind at a time (see the module doc)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._kept = _kept(db)
+        self._version: int | None = None
         self._kinds: dict[str, dict[str, tuple[str, bool]]] = {}
 
     def _load(self, kind: str) -> dict[str, tuple[str, bool]]:
         table = self._kinds.get(kind)
-        if table is None:
-            with self.db.read() as conn:
+        if table is not None:
+            return table
+        with self.db.read() as conn:
+            if self._version is None:
+                self._version = conn.execute(select(crosswalk_state.c.version)).scalar_one()
+            table = self._kept.get(self._version, kind)
+            if table is None:
                 rows = conn.execute(
                     select(crosswalks.c.source_code, crosswalks.c.target_code, crosswalks.c.active).where(
                         crosswalks.c.kind == kind
                     )
                 ).all()
-            table = {r.source_code: (r.target_code, bool(r.active)) for r in rows}
-            self._kinds[kind] = table
+                table = {r.source_code: (r.target_code, bool(r.active)) for r in rows}
+                self._kept.put(self._version, kind, table)
+        self._kinds[kind] = table
         return table
 
     def find(self, kind: str, code: str) -> str | None:

@@ -267,6 +267,15 @@ crosswalks = Table(
     UniqueConstraint("kind", "source_code"),
 )
 
+#: one row: the crosswalks' version, bumped by triggers on any change to ``crosswalks`` (migration 0006);
+#: processes keep crosswalk entries while it stands (``mappings.crosswalks``)
+crosswalk_state = Table(
+    "crosswalk_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", BigInteger, nullable=False, server_default="0"),
+)
+
 api_clients = Table(
     "api_clients",
     metadata,
