@@ -7,7 +7,6 @@ not see each other's messages.
 
 from __future__ import annotations
 
-import datetime as dt
 import socket
 import ssl
 import subprocess
@@ -27,35 +26,11 @@ from bridge.pipeline.land import Unit, land, land_many
 from bridge.pipeline.process import Processor
 from bridge.runtime import Runtime
 from tests.conftest import drop_pg_schema, make_pg_url
-from tests.helpers import settings_for, wait_for
+from tests.helpers import self_signed_cert, settings_for, wait_for
 from tests.hl7.messages import DEPARTMENTS, ITEMS, SAMPLES, dft_p03
 
 SB, EB, CR = b"\x0b", b"\x1c", b"\r"
 MLLP_SEND = Path(sys.executable).parent / "mllp_send"
-
-
-def make_cert(tmp: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    import ipaddress
-
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp / "mllp.crt", tmp / "mllp.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
 
 
 def channel(**source: Any) -> dict[str, Any]:
@@ -76,7 +51,7 @@ def rt(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
         path = tmp / f"{kind}.csv"
         path.write_text("source_code,target_code\n" + "".join(f"{k},{v}\n" for k, v in table.items()))
         seeds.append({"kind": kind, "file": str(path)})
-    cert, key = make_cert(tmp)
+    cert, key = self_signed_cert(tmp)
     settings = settings_for(tmp, url, {
         "dft": channel(idle_timeout=1.0),
         "dft_aa": channel(unknown_type_ack="AA"),

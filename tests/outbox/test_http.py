@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import socket
 import ssl
 import threading
@@ -20,6 +19,7 @@ from pydantic import ValidationError
 from bridge.db import Database
 from outbox.destinations.base import OutboxEvent
 from outbox.destinations.http import HttpDestination, HttpDestinationConfig
+from tests.helpers import self_signed_cert
 from tests.outbox.conftest import Receiver, Reply, add_events
 from tests.outbox.helpers import attempt_rows, delivery_rows, make_relay
 
@@ -243,32 +243,10 @@ def test_retry_after_as_http_date_and_connection_refused(receiver: Receiver) -> 
     assert "request failed" in (refused.error or "")
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_file, key_file
-
-
 def test_tls_is_verified_unless_turned_off(tmp_path: Path) -> None:
     tls = Receiver()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(*_self_signed(tmp_path))
+    ctx.load_cert_chain(*self_signed_cert(tmp_path))
     tls.server.socket = ctx.wrap_socket(tls.server.socket, server_side=True)
     tls.thread.start()
     url, path = tls.route(lambda n: Reply())
