@@ -8,7 +8,8 @@ read only this one-row version to know whether they are still current. The
 version is bumped by triggers, not by bridge's code, so an entry changed by
 any path (the CLI, the API, the console, a DBA's UPDATE) reaches every process
 at its next file: on PostgreSQL once per statement, on SQLite (no statement
-triggers) once per row.
+triggers) once per row. A later migration that rebuilds ``crosswalks`` on SQLite
+(``batch_alter_table`` copies the table) must create the SQLite triggers again.
 
 Revision ID: 0006
 Revises: 0005
