@@ -75,16 +75,17 @@ def _on_stop(action: Callable[[], None]) -> None:
 def serve(settings: Settings, db: Database, *, runtime: Any = None, host: str | None = None,
           port: int | None = None) -> None:
     """Serve the API on ``host:port`` (default: ``api.host``, ``api.port``) until SIGTERM or SIGINT."""
+    from bridge.runtime import freeze_startup_heap
+
     host = host or settings.api.host
     port = port or settings.api.port
     if settings.api.workers == 1:
         server = _Server(_config(create_app(settings, db, runtime), host=host, port=port))
         _on_stop(lambda: setattr(server, "should_exit", True))
-        from bridge.runtime import freeze_startup_heap
-
-        freeze_startup_heap()
+        freeze_startup_heap()  # the end of this process's start-up (bridge run's runtime included)
         server.run()
         return
+    freeze_startup_heap()  # this process keeps the runtime, if any; each worker freezes its own heap
     _supervise(settings, host, port)
 
 

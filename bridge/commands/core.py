@@ -85,11 +85,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure(settings.log_level, settings.log_format)
     runtime = Runtime(settings)
     runtime.start()
-    freeze_startup_heap()
     try:
         if args.no_api:
             import threading
 
+            freeze_startup_heap()  # with the API, serve() does it once the app is built
             done = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: done.set())
             signal.signal(signal.SIGINT, lambda *_: done.set())
