@@ -162,10 +162,14 @@ class FailureFilter:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
+#: the columns that locate a file's bytes in the archive (:meth:`Archive.open_landed`)
+_UNIT = (inbound_files.c.sha256, inbound_files.c.size, inbound_files.c.pack_sha256, inbound_files.c.pack_offset)
+
+
 def list_failures(db: Database, flt: FailureFilter, *, before_id: int | None = None,
                   limit: int = 50) -> list[Any]:
     """Failures matching ``flt``, newest first, with their file's name, sha256 and origin (keyset by id)."""
-    q = (select(failures, inbound_files.c.name.label("file_name"), inbound_files.c.sha256,
+    q = (select(failures, inbound_files.c.name.label("file_name"), *_UNIT,
                 inbound_files.c.origin)
          .join(inbound_files, inbound_files.c.id == failures.c.inbound_id)
          .where(*flt.conditions()))
@@ -280,7 +284,7 @@ def reprocess_failures(ctx: OpsContext, conds: Sequence[Any], *, actor: str, rea
 def failure_row(db: Database, failure_id: int) -> Any:
     with db.read() as conn:
         row = conn.execute(
-            select(failures, inbound_files.c.name.label("file_name"), inbound_files.c.sha256,
+            select(failures, inbound_files.c.name.label("file_name"), *_UNIT,
                    inbound_files.c.origin)
             .join(inbound_files, inbound_files.c.id == failures.c.inbound_id)
             .where(failures.c.id == failure_id)).first()
@@ -645,9 +649,10 @@ def _mask_segment(seg: str, field_sep: str, element_sep: str | None = None) -> s
     return seg
 
 
-def excerpt(archive: Archive, sha256: str, position: dict[str, Any], *, phi: bool,
+def excerpt(archive: Archive, unit: str | Any, position: dict[str, Any], *, phi: bool,
             delimiter: str = ",") -> dict[str, Any]:
-    """The raw lines (or segments) around ``position``, PHI masked unless ``phi``.
+    """The raw lines (or segments) around ``position`` in ``unit`` (an ``inbound_files`` row, a failure
+    row with its file's columns, or the sha256 of an archive object), PHI masked unless ``phi``.
 
     Returns ``{"kind": "lines"|"segments"|"none", "lines": [[number, text, is_target], ...]}``.
     CSV and other line formats: the target line +-2 (and the header, for the
@@ -655,7 +660,7 @@ def excerpt(archive: Archive, sha256: str, position: dict[str, Any], *, phi: boo
     failing segment marked. Only the first 64 MB are scanned.
     """
     try:
-        fh = archive.open(sha256)
+        fh = archive.open(unit) if isinstance(unit, str) else archive.open_landed(unit)
     except FileNotFoundError:
         return {"kind": "none", "lines": [], "note": "the archived bytes are missing"}
     with fh:

@@ -82,6 +82,12 @@ class CrosswalkSnapshot:
         table = self._kinds.get(kind)
         if table is not None:
             return table
+        if self._version is not None:
+            # the version is this snapshot's already: a kind kept at it needs no read
+            table = self._kept.get(self._version, kind)
+            if table is not None:
+                self._kinds[kind] = table
+                return table
         with self.db.read() as conn:
             if self._version is None:
                 self._version = conn.execute(select(crosswalk_state.c.version)).scalar_one()

@@ -304,7 +304,7 @@ def failures_page(request: Request, sess: SignedIn) -> Response:
         where = [f"message {r.message_index}" if r.message_index >= 0 else "whole file"]
         where += [f"{k.replace('_', ' ')} {pos[k]}" for k in ("line", "segment", "segment_index", "field", "control")
                   if pos.get(k) is not None]
-        ex = _excerpt(ctx, r.channel, r.sha256, pos, sess.phi)
+        ex = _excerpt(ctx, r.channel, r, pos, sess.phi)
         items.append({"row": r, "where": ", ".join(where),
                       "lines": [("hit" if hit else "", f"{no:>5}  {text}") for no, text, hit in ex["lines"]]})
     query = urlencode({k: v for k, v in keep.items() if v})
@@ -321,12 +321,12 @@ def _json(text: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _excerpt(ctx: ops.OpsContext, channel: str, sha: str, pos: dict[str, Any], phi: bool) -> dict[str, Any]:
+def _excerpt(ctx: ops.OpsContext, channel: str, unit: Any, pos: dict[str, Any], phi: bool) -> dict[str, Any]:
     delimiter = ","
     ch = ctx.channels.get(channel)
     if ch is not None:
         delimiter = getattr(getattr(ch.parser, "config", None), "delimiter", ",") or ","
-    return ops.excerpt(ctx.archive, sha, pos, phi=phi, delimiter=delimiter)
+    return ops.excerpt(ctx.archive, unit, pos, phi=phi, delimiter=delimiter)
 
 
 @router.post("/failures/{failure_id}/reprocess")
@@ -398,7 +398,7 @@ def resubmit_form(request: Request, sess: SignedIn, inbound_id: int) -> Response
     f = t["file"]
     if sess.phi and f.size <= 1024 * 1024:
         # the raw file holds patient data: only a phi:read key may edit it in the browser
-        with get_ops(request).archive.open(f.sha256) as fh:
+        with get_ops(request).archive.open_landed(f) as fh:
             content = fh.read().decode("utf-8", "replace")
     return _page(request, sess, "resubmit.html", f=f, content=content, failures=t["failures"])
 
@@ -420,11 +420,12 @@ def _restore_line_endings(ctx: ops.OpsContext, inbound_id: int, text: str) -> by
     """A textarea submits CRLF line breaks (HTML spec); give the file back the original's own
     (HL7 v2 ends segments with CR alone, most exports with LF or CRLF)."""
     with ctx.db.read() as conn:
-        sha = conn.execute(select(inbound_files.c.sha256).where(inbound_files.c.id == inbound_id)).scalar()
+        unit = conn.execute(select(inbound_files.c.sha256, inbound_files.c.size, inbound_files.c.pack_sha256,
+                                   inbound_files.c.pack_offset).where(inbound_files.c.id == inbound_id)).first()
     eol = "\n"
-    if sha is not None:
+    if unit is not None:
         try:
-            with ctx.archive.open(sha) as fh:
+            with ctx.archive.open_landed(unit) as fh:
                 head = fh.read(64 * 1024)
         except FileNotFoundError:
             head = b""

@@ -23,10 +23,8 @@ import io
 import logging
 import os
 import tempfile
-import threading
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -53,8 +51,6 @@ class Archive:
         self._root = str(self.root)  # the hot path joins strings: pathlib cost more than the rename
         self.tmp = self.root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
 
     def path_for(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256[2:4] / sha256
@@ -76,41 +72,22 @@ class Archive:
     def store_bytes(self, data: bytes) -> tuple[str, int]:
         return self.store(io.BytesIO(data))
 
-    def store_many(self, units: Sequence[bytes]) -> list[tuple[str, int]]:
-        """Store several small units with ONE durability barrier: (sha256, size) each, in order.
+    def store_pack(self, units: Sequence[bytes]) -> tuple[str, list[int]]:
+        """Store several small units as ONE archive object (a pack): its sha256 and each unit's offset in it.
 
-        Each unit is written to its temp file, then all of them are fsynced at
-        once from a few threads (ext4 and XFS fold concurrent fsyncs into one
-        journal commit, so a group costs about one fsync, not one per unit),
-        and only then renamed into place. MLLP group commit lands this way.
+        One temp file, one fsync, one rename for the group, where an object per
+        unit cost a create, an fsync and a rename each: for a group of 8 MLLP
+        messages 0.21 ms of CPU per message against 0.02 (``bench/ingest_hl7.py``).
+        The pack is content-addressed like any object; each unit's row keeps
+        the pack's sha256 and its offset (:meth:`open_landed` reads it back).
         """
-        if len(units) == 1:
-            return [self.store_bytes(units[0])]
-        written: list[tuple[str, int, int, str]] = []
-        try:
-            for data in units:
-                fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="in-")
-                written.append((hashlib.sha256(data).hexdigest(), len(data), fd, tmp_name))
-                _write_all(fd, data)
-            list(self._fsync_pool().map(os.fsync, [w[2] for w in written]))
-            for sha, _size, fd, tmp_name in written:
-                os.close(fd)
-                self._place(tmp_name, sha)
-            written_out = [(sha, size) for sha, size, _fd, _tmp in written]
-            written = []
-            return written_out
-        finally:
-            for _sha, _size, fd, tmp_name in written:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-                _unlink(tmp_name)
-
-    def _fsync_pool(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            with self._pool_lock:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(8, thread_name_prefix="archive-fsync")
-        return self._pool
+        offsets: list[int] = []
+        at = 0
+        for data in units:
+            offsets.append(at)
+            at += len(data)
+        sha, _size = self.store_bytes(b"".join(units))
+        return sha, offsets
 
     def _place(self, tmp_name: str, sha: str) -> None:
         """Rename the fsynced temp file to its address (kept content stays); folders are made on first use."""
@@ -125,7 +102,26 @@ class Archive:
             os.replace(tmp_name, final)
 
     def open(self, sha256: str) -> BinaryIO:
+        """An archive object by its sha256 (a file landed on its own, or a pack)."""
         return open(self.path_for(sha256), "rb")
+
+    def open_landed(self, unit: Any) -> BinaryIO:
+        """The bytes of a landed unit: an ``inbound_files`` row, or a :class:`Landed`.
+
+        A unit in a pack (``pack_sha256`` set, see :meth:`store_pack`) is read
+        from its offset; it is small (an MLLP message, a one-request SFTP file),
+        so it comes back in memory. FileNotFoundError when the bytes are gone.
+        """
+        pack = unit.pack_sha256
+        if pack is None:
+            return self.open(unit.sha256)
+        with self.open(pack) as fh:
+            fh.seek(unit.pack_offset)
+            data = fh.read(unit.size)
+        if len(data) != unit.size:
+            raise FileNotFoundError(f"archive pack {pack} ends before unit {unit.sha256} ({unit.size} bytes at "
+                                    f"{unit.pack_offset})")
+        return io.BytesIO(data)
 
 
 def _copy(src: BinaryIO, out: BinaryIO) -> tuple[str, int]:
@@ -156,6 +152,11 @@ class Landed:
     size: int
     duplicate_of: int | None
     correlation_id: str
+    #: where the bytes are when the unit landed in a pack (:meth:`Archive.store_pack`)
+    pack_sha256: str | None = None
+    pack_offset: int | None = None
+    #: the unit's ``inbound_files`` row, when :func:`land_many` took its processing lease
+    row: Any = None
 
     @property
     def duplicate(self) -> bool:
@@ -207,25 +208,42 @@ class Unit:
     origin: str = ""
 
 
-def land_many(db: Database, archive: Archive, *, channel: str, units: Sequence[Unit]) -> list[Landed]:
-    """Land several units at once: one durability barrier for their bytes, ONE transaction for their rows.
+def land_many(db: Database, archive: Archive, *, channel: str, units: Sequence[Unit],
+              lease: tuple[str, datetime] | None = None) -> list[Landed]:
+    """Land several units at once: ONE archive object for their bytes, ONE transaction for their rows.
 
-    The duplicate rule is :func:`land`'s: bytes that landed on this channel
+    The bytes of two or more units go into one pack (:meth:`Archive.store_pack`);
+    each row keeps its unit's own sha256 and where it is in the pack. The
+    duplicate rule is :func:`land`'s: bytes that landed on this channel
     before (or earlier in the same group) get a ``duplicate`` row pointing at
     the original. An original inserted concurrently by another process is
     found through ``ON CONFLICT DO NOTHING`` on the partial unique index, so
-    the group's transaction never aborts on it. Returns one ``Landed`` per
-    unit, in order; nothing is committed if anything fails.
+    the group's transaction never aborts on it. With ``lease`` (owner, until)
+    the new originals are landed already claimed for processing by ``owner``
+    (``Landed.row`` is the claimed row), as :meth:`Processor.claim_many` would,
+    one transaction less for a caller that processes them at once. Returns one
+    ``Landed`` per unit, in order; nothing is committed if anything fails.
     """
-    stored = archive.store_many([u.data for u in units])
+    datas = [u.data for u in units]
+    pack: str | None = None
+    offsets: list[int | None] = [None] * len(units)
+    if len(units) > 1:
+        shas = [hashlib.sha256(data).hexdigest() for data in datas]
+        pack, packed = archive.store_pack(datas)
+        offsets = list(packed)
+    else:
+        shas = [archive.store_bytes(datas[0])[0]] if datas else []
     now = utcnow()
-    rows = [_row(channel, unit.name, sha, size, now, unit.origin, None, None)
-            for unit, (sha, size) in zip(units, stored, strict=True)]
+    rows = []
+    for unit, sha, offset in zip(units, shas, offsets, strict=True):
+        row = _row(channel, unit.name, sha, len(unit.data), now, unit.origin, None, None)
+        row["pack_sha256"], row["pack_offset"] = pack if offset is not None else None, offset
+        rows.append(row)
     sql = _group_statements(db.is_postgres)
+    claimed: dict[str, Any] = {}
     with db.write() as conn:
         originals: dict[str, int] = {}
-        for sha_, id_ in conn.execute(sql.originals, {"channel": channel,
-                                                      "shas": sorted({r["sha256"] for r in rows})}):
+        for sha_, id_ in conn.execute(sql.originals, {"channel": channel, "shas": sorted(set(shas))}):
             originals[sha_] = id_
         # the first unit with bytes not seen before becomes their original; every other unit a duplicate
         fresh: dict[str, dict[str, Any]] = {}
@@ -234,7 +252,13 @@ def land_many(db: Database, archive: Archive, *, channel: str, units: Sequence[U
                 fresh.setdefault(row["sha256"], row)
         new_ids: dict[str, int] = {}
         if fresh:
-            new_ids = {sha_: id_ for id_, sha_ in conn.execute(sql.insert_originals, list(fresh.values()))}
+            params = list(fresh.values())
+            if lease is not None:
+                params = [{**row, "status": "processing", "claimed_by": lease[0], "claimed_until": lease[1],
+                           "attempts": 1} for row in params]
+            for got in conn.execute(sql.insert_originals, params):
+                new_ids[got.sha256] = got.id
+                claimed[got.sha256] = got
             originals.update(new_ids)
             for sha in fresh.keys() - new_ids.keys():
                 # another process landed these bytes between the select and the insert
@@ -243,9 +267,13 @@ def land_many(db: Database, archive: Archive, *, channel: str, units: Sequence[U
         for row in dups:
             row.update(status="duplicate", duplicate_of=originals[row["sha256"]])
         dup_ids = iter(conn.execute(sql.insert_duplicates, dups).scalars().all() if dups else ())
-    landed = [Landed(next(dup_ids) if row["status"] == "duplicate" else new_ids[row["sha256"]], row["sha256"],
-                     row["size"], row.get("duplicate_of"), row["correlation_id"]) for row in rows]
-    log.info("landed group", extra={"channel": channel, "units": len(units),
+    landed = []
+    for row in rows:
+        original = row["status"] != "duplicate"
+        landed.append(Landed(new_ids[row["sha256"]] if original else next(dup_ids), row["sha256"], row["size"],
+                             row.get("duplicate_of"), row["correlation_id"], row["pack_sha256"], row["pack_offset"],
+                             claimed[row["sha256"]] if original and lease is not None else None))
+    log.info("landed group", extra={"channel": channel, "units": len(units), "pack": pack,
                                     "duplicates": sum(1 for x in landed if x.duplicate)})
     return landed
 
@@ -260,7 +288,7 @@ class _GroupStatements:
             f.duplicate_of.is_(None))
         self.insert_originals = (postgresql.insert if postgres else sqlite.insert)(inbound_files).on_conflict_do_nothing(
             index_elements=["channel", "sha256"], index_where=f.duplicate_of.is_(None),
-        ).returning(f.id, f.sha256)
+        ).returning(*inbound_files.c)
         self.insert_duplicates = insert(inbound_files).returning(f.id, sort_by_parameter_order=True)
 
 
@@ -281,6 +309,8 @@ def _row(channel: str, name: str, sha: str, size: int, received_at: datetime, or
         "status": "landed",
         "correlation_id": correlation_id or uuid.uuid4().hex,
         "parent_id": parent_id,
+        "pack_sha256": None,
+        "pack_offset": None,
     }
 
 

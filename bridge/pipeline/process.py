@@ -16,6 +16,7 @@ once, and a dead process's file is taken over once its lease expires.
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import os
 import socket
@@ -24,7 +25,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -225,7 +226,12 @@ class Processor:
         flush(self._parse_and_map(row, channel, ctx, result, retry_set, wanted, flush))
         return result
 
-    def process_many(self, inbound_ids: Sequence[int]) -> dict[int, ProcessResult]:
+    def lease(self) -> tuple[str, datetime]:
+        """(owner, until) of a lease taken now: for :func:`~bridge.pipeline.land.land_many` to land files claimed."""
+        return self.owner, utcnow() + timedelta(seconds=self.config.lease_seconds)
+
+    def process_many(self, inbound_ids: Sequence[int], *, claimed: Sequence[Any] = (),
+                     data: dict[int, bytes] | None = None) -> dict[int, ProcessResult]:
         """Claim and process several small files (MLLP messages) with ONE write transaction for all.
 
         The MLLP listener's group commit: the files are claimed in one
@@ -236,8 +242,14 @@ class Processor:
         this call took; one another process holds, or one already done, is
         left out. Should the group's transaction fail, each file is processed
         on its own, so one file's storage error cannot hold back the others.
+
+        ``claimed``: rows this processor's lease already holds (landed claimed,
+        :meth:`lease`), not claimed again. ``data``: the files' bytes by id, when
+        the caller holds them (the archive is not read again).
         """
-        rows = self.claim_many(inbound_ids)
+        held = {row.id for row in claimed}
+        rest = [i for i in inbound_ids if i not in held]
+        rows = sorted([*claimed, *(self.claim_many(rest) if rest else ())], key=lambda r: r.id)
         results: dict[int, ProcessResult] = {}
         grouped: list[_Batch] = []
         crosswalks = CrosswalkSnapshot(self.db)
@@ -247,7 +259,8 @@ class Processor:
                 results[row.id] = self.process_claimed(row)
                 continue
             grouped.append(self._parse_and_map(row, channel, self._context(row, crosswalks),
-                                               ProcessResult(row.id, "failed"), set(), _wanted(row, None), None))
+                                               ProcessResult(row.id, "failed"), set(), _wanted(row, None), None,
+                                               data.get(row.id) if data is not None else None))
         if not grouped:
             return results
         try:
@@ -272,12 +285,13 @@ class Processor:
 
     def _parse_and_map(self, row: Any, channel: ChannelRuntime, ctx: MappingContext, result: ProcessResult,
                        retry: set[int], wanted: Callable[[int], bool],
-                       flush: Callable[[_Batch], None] | None) -> _Batch:
+                       flush: Callable[[_Batch], None] | None, data: bytes | None = None) -> _Batch:
         """Parse and map the file's wanted messages into its final batch; ``flush`` (if any) commits
-        each full batch on the way, so memory stays bounded on a file of any size."""
+        each full batch on the way, so memory stays bounded on a file of any size. ``data``: the
+        file's bytes, when the caller has them in memory."""
         work = _Batch(row, result, retry, final=True)
         try:
-            with self.archive.open(row.sha256) as stream:
+            with io.BytesIO(data) if data is not None else self.archive.open_landed(row) as stream:
                 for message in channel.parser.parse(stream, name=row.name):
                     result.messages += 1
                     if not wanted(message.index):
@@ -496,7 +510,7 @@ class Processor:
         file_error: InputError | None = None
         drafts: list[EventDraft] = []
         try:
-            with self.archive.open(row.sha256) as stream:
+            with self.archive.open_landed(row) as stream:
                 for message in channel.parser.parse(stream, name=row.name):
                     result.messages += 1
                     outcomes.append(self._map(channel.mapping, message, ctx))

@@ -22,10 +22,11 @@ together, from any connection, go through the three steps as a group:
 the first waits ``group_wait`` seconds for company (or until ``group_max``,
 or until every open connection has its message queued: the listener reads a
 connection's next frame only after answering its last one, so no more
-company can come), the group's bytes get one durability barrier and their
-rows one transaction
-(:func:`~bridge.pipeline.land.land_many`), the group is processed in one
-write transaction (:meth:`~bridge.pipeline.process.Processor.process_many`),
+company can come), the group's bytes become one archive object (a pack,
+one fsync) and their rows one transaction that also takes their processing
+lease (:func:`~bridge.pipeline.land.land_many`), the group is processed from
+the bytes in memory in one write transaction
+(:meth:`~bridge.pipeline.process.Processor.process_many`),
 and then each sender gets the ACK of its own message, AA, AE or AR, exactly
 as if it had been alone. While a group is being committed the next one
 gathers, so the busier the listener, the larger its groups.
@@ -441,10 +442,13 @@ class MllpSource(Source):
     def _land_and_answer(self, headers: list[Any], items: list[tuple[bytes, str]]) -> list[bytes]:
         units = [Unit(message, f"mllp-{(h.control_id if h is not None else '') or 'unknown'}.hl7", origin)
                  for (message, origin), h in zip(items, headers, strict=True)]
+        proc = self._processor()
         try:
             # ``land_many`` with the lander's database and archive, not ``Lander.land_many``: that would
-            # also wake the runtime's processors, which would then race this thread for the claim
-            landed = land_many(self.lander.db, self.lander.archive, channel=self.channel, units=units)
+            # also wake the runtime's processors. The new messages land claimed by this thread's processor
+            # (one transaction for both), so nobody else takes them
+            landed = land_many(self.lander.db, self.lander.archive, channel=self.channel, units=units,
+                               lease=proc.lease())
         except (BridgeError, OSError) as exc:
             # not landed: answer AE so the senders keep their messages and retry
             self.status.last_error, self.status.last_error_at = str(exc), utcnow()
@@ -458,8 +462,10 @@ class MllpSource(Source):
                 self.status.landed += 1
         self.status.last_success_at = utcnow()
         ids = [one.duplicate_of or one.inbound_id for one in landed]
+        claimed = [one.row for one in landed if one.row is not None]
+        data = {one.inbound_id: unit.data for one, unit in zip(landed, units, strict=True) if one.row is not None}
         try:
-            results = self._processor().process_many(sorted(set(ids)))
+            results = proc.process_many(sorted(set(ids)), claimed=claimed, data=data)
         except BridgeError as exc:
             # each message is settled on its own below (and answered AE if that fails too)
             log.error("mllp group processing failed", extra={"channel": self.channel, "error": str(exc)})

@@ -156,11 +156,11 @@ def test_excerpt_masks_phi_columns_unless_allowed(db: Database, ctx: ops.OpsCont
     import orjson
 
     pos = orjson.loads(row.position)
-    masked = ops.excerpt(ctx.archive, row.sha256, pos, phi=False)
+    masked = ops.excerpt(ctx.archive, row, pos, phi=False)
     target = [text for no, text, hit in masked["lines"] if hit]
     assert target and "999999" in target[0] and "***" in target[0] and "V0000001" not in target[0]
     assert all("V000000" not in text for _, text, _ in masked["lines"])
-    plain = ops.excerpt(ctx.archive, row.sha256, pos, phi=True)
+    plain = ops.excerpt(ctx.archive, row, pos, phi=True)
     assert any("V0000001" in text for _, text, _ in plain["lines"])
     assert CHANNEL == row.channel
 

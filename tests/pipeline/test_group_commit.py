@@ -7,10 +7,12 @@ its own inbound row, duplicate rule, records, failures and status.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 
 import orjson
+import pytest
 from sqlalchemy import select
 
 from bridge.db import Database
@@ -47,10 +49,32 @@ def test_land_many_keeps_each_unit_and_the_duplicate_rule(db: Database, archive:
     assert [by_id[x.inbound_id].status for x in got] == ["duplicate", "landed", "duplicate", "landed"]  # type: ignore[attr-defined]
     assert [by_id[x.inbound_id].name for x in got] == ["a2.hl7", "b.hl7", "b2.hl7", "c.hl7"]  # type: ignore[attr-defined]
     assert by_id[got[0].inbound_id].origin == "mllp://x"  # type: ignore[attr-defined]
+    # the group's bytes are one archive object; each row says where its own are, read back from the row
+    packs = {by_id[x.inbound_id].pack_sha256 for x in got}  # type: ignore[attr-defined]
+    assert len(packs) == 1 and None not in packs
+    objects = sorted(p.name for p in archive.root.glob("??/??/*"))
+    assert objects == sorted({before.sha256, *packs})
     for x, data in zip(got, (a, b, b, c), strict=True):
-        with archive.open(x.sha256) as f:
+        assert x.sha256 == hashlib.sha256(data).hexdigest()
+        with archive.open_landed(by_id[x.inbound_id]) as f:
+            assert f.read() == data
+        with archive.open_landed(x) as f:
             assert f.read() == data
     assert list(archive.tmp.iterdir()) == []  # no temp file left behind
+
+
+def test_a_unit_whose_pack_is_cut_short_reads_as_missing(db: Database, archive: Archive) -> None:
+    first, second = land_many(db, archive, channel="mllp", units=[Unit(dft_p03("CUT-1"), "1.hl7"),
+                                                                   Unit(dft_p03("CUT-2"), "2.hl7")])
+    assert first.pack_sha256 == second.pack_sha256 is not None
+    path = archive.path_for(first.pack_sha256)
+    path.chmod(0o600)
+    with open(path, "r+b") as fh:
+        fh.truncate(first.size + 10)
+    with archive.open_landed(first) as f:
+        assert f.read() == dft_p03("CUT-1")
+    with pytest.raises(FileNotFoundError, match="ends before unit"):
+        archive.open_landed(second)
 
 
 def test_process_many_commits_each_file_as_if_alone(db: Database, archive: Archive, tmp_path: Path) -> None:
@@ -92,3 +116,21 @@ def test_process_many_leaves_out_files_it_cannot_take(db: Database, archive: Arc
     assert other.claim(second.inbound_id) is not None  # another process holds its lease
     assert proc.process_many([first.inbound_id, second.inbound_id]) == {}
     assert other.process_many([second.inbound_id])[second.inbound_id].status == "processed"
+
+
+def test_units_landed_with_a_lease_are_processed_by_its_holder_only(db: Database, archive: Archive,
+                                                                    tmp_path: Path) -> None:
+    proc = processor(db, archive, tmp_path)
+    before = land(db, archive, channel="mllp", src=io.BytesIO(dft_p03("LEASE-OLD")), name="old.hl7")
+    got = land_many(db, archive, channel="mllp", lease=proc.lease(),
+                    units=[Unit(dft_p03("LEASE-1"), "1.hl7"), Unit(dft_p03("LEASE-OLD"), "again.hl7")])
+    new, dup = got
+    assert new.row is not None and new.row.status == "processing" and new.row.claimed_by == proc.owner
+    assert dup.duplicate_of == before.inbound_id and dup.row is None  # a duplicate is never claimed
+    other = Processor(db, archive, proc.channels, owner="someone-else")
+    assert other.claim(new.inbound_id) is None and other.run_once() is not None  # only the old file is free
+    results = proc.process_many([new.inbound_id], claimed=[new.row], data={new.inbound_id: dft_p03("LEASE-1")})
+    assert results[new.inbound_id].status == "processed" and results[new.inbound_id].records == 3
+    by_id = rows(db, [new.inbound_id])
+    assert (by_id[new.inbound_id].status, by_id[new.inbound_id].claimed_by,  # type: ignore[attr-defined]
+            by_id[new.inbound_id].attempts) == ("processed", None, 1)  # type: ignore[attr-defined]
