@@ -12,6 +12,8 @@ and ``Sunset`` headers (RFC 9745, RFC 8594) for at least one release.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -29,6 +31,7 @@ from bridge.api.routes import operators as operators_route
 from bridge.api.routes import purchase_orders as purchase_orders_route
 from bridge.api.routes import traces as traces_route
 from bridge.db import Database
+from bridge.db.async_reads import AsyncReader
 from bridge.settings import Settings
 
 __all__ = ["API_VERSION", "create_app"]
@@ -68,7 +71,22 @@ def create_app(settings: Settings, db: Database, runtime: Any = None, *,
     ``rate_buckets``: the rate limiter's table, when it is shared with other
     worker processes (:mod:`bridge.api.server`); by default this app's own.
     """
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # the hot pages' reads from the event loop (PostgreSQL); without it they go to a worker thread
+        reader = AsyncReader(db, size=db.pool_size) if db.is_postgres else None
+        if reader is not None:
+            await reader.open()
+        app.state.reader = reader
+        try:
+            yield
+        finally:
+            app.state.reader = None
+            if reader is not None:
+                await reader.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="bridge",
         version=API_VERSION,
         description=DESCRIPTION,
@@ -84,6 +102,7 @@ def create_app(settings: Settings, db: Database, runtime: Any = None, *,
     app.state.settings = settings
     app.state.db = db
     app.state.runtime = runtime
+    app.state.reader = None
     problems.install(app)
     # managed API (issue 8): per-client token buckets, request/correlation ids, Prometheus metrics
     app.state.rate_limiter = RateLimiter(settings.api.rate_limit_per_minute, buckets=rate_buckets)

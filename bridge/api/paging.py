@@ -8,7 +8,10 @@ index range scan at any depth, and the extra row says whether there is more.
 The busiest listings (records by type, and the event feed) build their
 statements once and read them by the driver (:func:`keyset_rows`,
 :meth:`Database.fetch_rows`): SQLAlchemy's statement building, execution and
-row processing cost about a quarter of such a page's CPU.
+row processing cost about a quarter of such a page's CPU. Their routes are
+``async``: on PostgreSQL the API's :class:`~bridge.db.async_reads.AsyncReader`
+(opened in the app's lifespan) reads from the event loop, with no hop to a
+worker thread (:func:`fetch_rows`).
 
 **One-statement reads** (:func:`read_all`): a page is one ``SELECT``, and
 one statement sees one snapshot by itself. On PostgreSQL it runs in
@@ -37,14 +40,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from fastapi import Response
+from fastapi import Request, Response
 from sqlalchemy import ColumnElement, Executable, Row, Select, exc
+from starlette.concurrency import run_in_threadpool
 
 from bridge.api.deps import decode_cursor, encode_cursor
 from bridge.db import Database
 from bridge.errors import StorageError
 
-__all__ = ["json_field", "json_response", "keyset_page", "keyset_rows", "matching", "read_all", "stored_object"]
+__all__ = ["fetch_rows", "json_field", "json_response", "keyset_page", "keyset_rows", "matching", "read_all", "stored_object"]
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +103,25 @@ def keyset_page(db: Database, query: Select[Any], key: ColumnElement[int], *, ki
     return rows, encode_cursor(kind, rows[-1]._mapping[key])
 
 
-def keyset_rows(db: Database, statement: Select[Any], params: dict[str, Any], *, kind: str, after: str | None,
-                size: int) -> tuple[Sequence[Sequence[Any]], str | None]:
-    """:func:`keyset_page` for a constant ``statement`` read by :meth:`Database.fetch_rows` (the hot pages).
+async def fetch_rows(request: Request, statement: Select[Any], params: dict[str, Any]) -> Sequence[Sequence[Any]]:
+    """:meth:`Database.fetch_rows` for an ``async`` route: by the app's AsyncReader when it has one (PostgreSQL,
+    inside the lifespan), else on a worker thread."""
+    reader = request.app.state.reader
+    if reader is not None:
+        return await reader.fetch_rows(statement, params)
+    db: Database = request.app.state.db
+    return await run_in_threadpool(db.fetch_rows, statement, params)
+
+
+async def keyset_rows(request: Request, statement: Select[Any], params: dict[str, Any], *, kind: str,
+                      after: str | None, size: int) -> tuple[Sequence[Sequence[Any]], str | None]:
+    """:func:`keyset_page` for a constant ``statement`` read by :func:`fetch_rows` (the hot pages).
 
     ``statement`` selects the integer key first, keeps rows with the key above ``:after`` in key order and
     stops at ``:size`` rows; ``params`` binds its other parameters.
     """
     last = decode_cursor(kind, after)
-    rows = db.fetch_rows(statement, {**params, "after": last or 0, "size": size + 1})
+    rows = await fetch_rows(request, statement, {**params, "after": last or 0, "size": size + 1})
     if len(rows) <= size:
         return rows, None
     rows = rows[:size]

@@ -61,6 +61,7 @@ class Database:
         processes, whose page reads retry once instead: :func:`bridge.api.paging.read_all`) the first
         statement on a dropped connection fails, and SQLAlchemy then replaces every pooled connection."""
         self.url = normalise_url(url)
+        self.pool_size = pool_size
         parsed = make_url(self.url)
         self.dialect = parsed.get_backend_name()
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
@@ -124,9 +125,7 @@ class Database:
         if not self.is_postgres:
             with self.read() as conn:
                 return conn.execute(statement, params).all()
-        compiled = self._compiled.get(statement)
-        if compiled is None:
-            compiled = self._compiled[statement] = statement.compile(dialect=self.engine.dialect)
+        compiled = self.compiled(statement)
         sql, values = compiled.string, compiled.construct_params(params)
         try:
             rows = self._driver_read(sql, values)
@@ -139,6 +138,13 @@ class Database:
         if rows is None:
             raise StorageError("database read failed: the connection was dropped twice")
         return rows
+
+    def compiled(self, statement: Select[Any]) -> Compiled:
+        """``statement`` compiled for this database, once per statement object (constant statements only)."""
+        compiled = self._compiled.get(statement)
+        if compiled is None:
+            compiled = self._compiled[statement] = statement.compile(dialect=self.engine.dialect)
+        return compiled
 
     def _driver_read(self, sql: str, params: Mapping[str, Any] | None) -> list[Any] | None:
         """``sql`` run by the driver on a pooled connection in autocommit; None if the server had dropped it."""

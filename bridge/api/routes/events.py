@@ -26,13 +26,13 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import bindparam, select
 
-from bridge.api.deps import DbDep, EventsReader, SettingsDep
+from bridge.api.deps import EventsReader, SettingsDep
 from bridge.api.keys import Client
-from bridge.api.paging import json_response, stored_object
+from bridge.api.paging import fetch_rows, json_response, stored_object
 from bridge.api.phi import MASK, PHI_SCOPE, hidden_fields, mask_fields
 from bridge.api.problems import Problem, responses
 from bridge.db import like_escape
@@ -120,9 +120,9 @@ def to_json(row: Any, mask: PayloadMask) -> dict[str, Any]:
                         "commit order. `type` keeps one event type, or a family with a trailing `*` "
                         "(`inventory.*`). A commit that lands late is never skipped. Needs `events:read`.",
             responses=responses(401, 403, 422))
-def list_events(
+async def list_events(
+    request: Request,
     client: EventsReader,
-    db: DbDep,
     settings: SettingsDep,
     after: Annotated[int, Query(ge=0, le=2**63 - 1, description="the next_cursor of the previous page")] = 0,
     limit: Annotated[int | None, Query(ge=1, le=MAX_PAGE)] = None,
@@ -143,7 +143,7 @@ def list_events(
                 statement, params["pattern"] = PAGE_OF_FAMILY, like_escape(prefix) + "%"
         else:
             statement, params["type"] = PAGE_OF_TYPE, type
-    rows = db.fetch_rows(statement, params)
+    rows = await fetch_rows(request, statement, params)
     mask = PayloadMask(client)
     return json_response({"items": [to_json(r, mask) for r in rows],
                           "next_cursor": rows[-1][0] if rows else after})

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import bindparam, select
 
@@ -103,10 +103,10 @@ TypePath = Annotated[str, Path(alias="type", description="record type in URL for
                         "`next_cursor` as `after`. `updated_since` keeps records changed at or after that "
                         "instant. Needs `records:read`; PHI fields are masked unless the key has `phi:read`.",
             responses=responses(401, 403, 404, 422))
-def list_records(
+async def list_records(
+    request: Request,
     type_: TypePath,
     client: RecordsReader,
-    db: DbDep,
     settings: SettingsDep,
     after: Annotated[str | None, Query(description="cursor from a previous page's next_cursor")] = None,
     limit: Annotated[int | None, Query(ge=1, le=MAX_PAGE, description="page size (default from api config)")] = None,
@@ -117,7 +117,7 @@ def list_records(
     if updated_since is not None:
         params["since"] = updated_since
     statement = PAGE if updated_since is None else PAGE_SINCE
-    rows, next_cursor = keyset_rows(db, statement, params, kind=CURSOR_KIND, after=after,
+    rows, next_cursor = await keyset_rows(request, statement, params, kind=CURSOR_KIND, after=after,
                                     size=limit or settings.api.default_page_size)
     hidden = hidden_fields(cls.record_type, client)
     return json_response({"items": [to_json(r, hidden) for r in rows], "next_cursor": next_cursor})
