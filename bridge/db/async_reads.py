@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 class AsyncReader:
     """Constant SELECTs run by psycopg's async driver on ``size`` pooled connections (PostgreSQL only)."""
 
-    def __init__(self, db: Any, *, size: int = 10, timeout: float = 10.0) -> None:
+    def __init__(self, db: Any, *, size: int = 10, timeout: float = 5.0) -> None:
         if not db.is_postgres:
             raise ValueError("AsyncReader reads PostgreSQL only")
         self.db = db
@@ -64,6 +64,9 @@ class AsyncReader:
                 async with self._pool.connection() as conn:
                     cur = await conn.execute(sql, values)
                     return await cur.fetchall()
+            except PoolTimeout as e:  # an OperationalError too: no connection came (server down, pool busy)
+                raise StorageError(f"database read failed: no connection within {self._pool.timeout:g} s "
+                                   "(is the database up?)") from e
             except psycopg.errors.QueryCanceled as e:
                 raise StorageError(f"database read failed: {_first_line(e)}") from e
             except psycopg.OperationalError as e:
@@ -75,8 +78,6 @@ class AsyncReader:
                 await self._pool.check()
             except psycopg.Error as e:
                 raise StorageError(f"database read failed: {_first_line(e)}") from e
-            except PoolTimeout as e:
-                raise StorageError("database read failed: no connection free within the pool timeout") from e
         raise AssertionError("unreachable")
 
 

@@ -58,3 +58,32 @@ def test_pages_are_served_after_postgresql_drops_every_connection(db: Database, 
             assert one.status_code == 200 and one.json() == record
     finally:
         worker_db.dispose()
+
+
+def test_an_unreachable_database_fails_a_page_read_within_the_pool_timeout(db: Database) -> None:
+    import asyncio
+    import socket
+    import time
+
+    from bridge.api.routes.events import PAGE
+    from bridge.db.async_reads import AsyncReader
+    from bridge.errors import StorageError
+
+    with socket.socket() as unused:  # a loopback port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    down = Database(f"postgresql+psycopg://postgres@127.0.0.1:{port}/test", pre_ping=False)
+
+    async def read() -> None:
+        reader = AsyncReader(down, timeout=0.5)
+        await reader.open()
+        try:
+            await reader.fetch_rows(PAGE, {"after": 0, "size": 10})
+        finally:
+            await reader.close()
+
+    started = time.monotonic()
+    with pytest.raises(StorageError, match=r"no connection within 0.5 s \(is the database up\?\)"):
+        asyncio.run(read())
+    assert time.monotonic() - started < 5  # an answer (a 503), not a client left waiting
+    down.dispose()
