@@ -163,7 +163,7 @@ class FailureFilter:
 
 
 #: the columns that locate a file's bytes in the archive (:meth:`Archive.open_landed`)
-_UNIT = (inbound_files.c.sha256, inbound_files.c.size, inbound_files.c.pack_sha256, inbound_files.c.pack_offset)
+_UNIT = (inbound_files.c.sha256, inbound_files.c.size, inbound_files.c.pack, inbound_files.c.pack_offset)
 
 
 def list_failures(db: Database, flt: FailureFilter, *, before_id: int | None = None,

@@ -420,7 +420,7 @@ def _restore_line_endings(ctx: ops.OpsContext, inbound_id: int, text: str) -> by
     """A textarea submits CRLF line breaks (HTML spec); give the file back the original's own
     (HL7 v2 ends segments with CR alone, most exports with LF or CRLF)."""
     with ctx.db.read() as conn:
-        unit = conn.execute(select(inbound_files.c.sha256, inbound_files.c.size, inbound_files.c.pack_sha256,
+        unit = conn.execute(select(inbound_files.c.sha256, inbound_files.c.size, inbound_files.c.pack,
                                    inbound_files.c.pack_offset).where(inbound_files.c.id == inbound_id)).first()
     eol = "\n"
     if unit is not None:

@@ -108,8 +108,8 @@ inbound_files = Table(
     Column("claimed_until", UtcDateTime, nullable=True),
     Column("processed_at", UtcDateTime, nullable=True),
     Column("error", Text, nullable=True),
-    #: the archive object holding this unit's bytes at ``pack_offset`` (an MLLP group); NULL: its own object
-    Column("pack_sha256", String(64), nullable=True),
+    #: the pack file (path in the archive) holding this unit's bytes at ``pack_offset`` (an MLLP group); NULL: its own object
+    Column("pack", String(255), nullable=True),
     Column("pack_offset", BigInteger, nullable=True),
     Index("ix_inbound_files_status", "status", "id"),
     Index("ix_inbound_files_channel", "channel", "id"),

@@ -49,11 +49,10 @@ def test_land_many_keeps_each_unit_and_the_duplicate_rule(db: Database, archive:
     assert [by_id[x.inbound_id].status for x in got] == ["duplicate", "landed", "duplicate", "landed"]  # type: ignore[attr-defined]
     assert [by_id[x.inbound_id].name for x in got] == ["a2.hl7", "b.hl7", "b2.hl7", "c.hl7"]  # type: ignore[attr-defined]
     assert by_id[got[0].inbound_id].origin == "mllp://x"  # type: ignore[attr-defined]
-    # the group's bytes are one archive object; each row says where its own are, read back from the row
-    packs = {by_id[x.inbound_id].pack_sha256 for x in got}  # type: ignore[attr-defined]
+    # the group's bytes went into one pack file; each row says where its own are, read back from the row
+    packs = {by_id[x.inbound_id].pack for x in got}  # type: ignore[attr-defined]
     assert len(packs) == 1 and None not in packs
-    objects = sorted(p.name for p in archive.root.glob("??/??/*"))
-    assert objects == sorted({before.sha256, *packs})
+    assert [p.name for p in archive.root.glob("??/??/*")] == [before.sha256]  # no object per unit
     for x, data in zip(got, (a, b, b, c), strict=True):
         assert x.sha256 == hashlib.sha256(data).hexdigest()
         with archive.open_landed(by_id[x.inbound_id]) as f:
@@ -63,18 +62,42 @@ def test_land_many_keeps_each_unit_and_the_duplicate_rule(db: Database, archive:
     assert list(archive.tmp.iterdir()) == []  # no temp file left behind
 
 
+def test_groups_append_to_one_pack_file_and_read_back_after_a_restart(db: Database, tmp_path: Path) -> None:
+    archive = Archive(tmp_path / "archive")
+    groups = [[dft_p03(f"PACK-{g}-{i}") for i in range(3)] for g in range(4)]
+    landed = [land_many(db, archive, channel="mllp", units=[Unit(m, f"{g}-{i}.hl7") for i, m in enumerate(msgs)])
+              for g, msgs in enumerate(groups)]
+    assert len({x.pack for group in landed for x in group}) == 1  # one thread: one open pack file
+    again = Archive(tmp_path / "archive")  # another process (a restart) reads by the rows
+    by_id = rows(db, [x.inbound_id for group in landed for x in group])
+    for group, msgs in zip(landed, groups, strict=True):
+        for x, data in zip(group, msgs, strict=True):
+            with again.open_landed(by_id[x.inbound_id]) as f:
+                assert f.read() == data
+    # a new writer (this one, after a restart) starts its own pack file: it never appends behind another's tail
+    [first, _, _] = land_many(db, again, channel="mllp", units=[Unit(dft_p03(f"PACK-NEW-{i}"), f"n{i}.hl7")
+                                                                for i in range(3)])
+    assert first.pack != landed[0][0].pack and first.pack_offset == 0
+
+
 def test_a_unit_whose_pack_is_cut_short_reads_as_missing(db: Database, archive: Archive) -> None:
     first, second = land_many(db, archive, channel="mllp", units=[Unit(dft_p03("CUT-1"), "1.hl7"),
                                                                    Unit(dft_p03("CUT-2"), "2.hl7")])
-    assert first.pack_sha256 == second.pack_sha256 is not None
-    path = archive.path_for(first.pack_sha256)
-    path.chmod(0o600)
-    with open(path, "r+b") as fh:
+    assert first.pack == second.pack is not None
+    with open(archive.root / first.pack, "r+b") as fh:
         fh.truncate(first.size + 10)
     with archive.open_landed(first) as f:
         assert f.read() == dft_p03("CUT-1")
     with pytest.raises(FileNotFoundError, match="ends before unit"):
         archive.open_landed(second)
+
+
+def test_a_pack_name_that_is_not_one_of_the_archive_is_never_opened(archive: Archive) -> None:
+    class Row:
+        sha256, size, pack, pack_offset = "0" * 64, 10, "../../etc/passwd", 0
+
+    with pytest.raises(FileNotFoundError, match="not a pack of this archive"):
+        archive.open_landed(Row())
 
 
 def test_process_many_commits_each_file_as_if_alone(db: Database, archive: Archive, tmp_path: Path) -> None:
