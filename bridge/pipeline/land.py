@@ -269,7 +269,7 @@ class Unit:
 
 
 def land_many(db: Database, archive: Archive, *, channel: str, units: Sequence[Unit],
-              lease: tuple[str, datetime] | None = None) -> list[Landed]:
+              lease: tuple[str, datetime] | None = None, conn: Connection | None = None) -> list[Landed]:
     """Land several units at once: ONE durable write for their bytes, ONE transaction for their rows.
 
     The bytes of two or more units are appended to a pack file (:meth:`Archive.append`);
@@ -281,8 +281,10 @@ def land_many(db: Database, archive: Archive, *, channel: str, units: Sequence[U
     the group's transaction never aborts on it. With ``lease`` (owner, until)
     the new originals are landed already claimed for processing by ``owner``
     (``Landed.row`` is the claimed row), as :meth:`Processor.claim_many` would,
-    one transaction less for a caller that processes them at once. Returns one
-    ``Landed`` per unit, in order; nothing is committed if anything fails.
+    one transaction less for a caller that processes them at once. With ``conn``
+    the rows are written in the caller's transaction (which the caller commits,
+    the bytes being durable already). Returns one ``Landed`` per unit, in order;
+    nothing is committed if anything fails.
     """
     datas = [u.data for u in units]
     pack: str | None = None
@@ -301,7 +303,7 @@ def land_many(db: Database, archive: Archive, *, channel: str, units: Sequence[U
         rows.append(row)
     sql = _group_statements(db.is_postgres)
     claimed: dict[str, Any] = {}
-    with db.write() as conn:
+    with contextlib.nullcontext(conn) if conn is not None else db.write() as conn:
         originals: dict[str, int] = {}
         for sha_, id_ in conn.execute(sql.originals, {"channel": channel, "shas": sorted(set(shas))}):
             originals[sha_] = id_

@@ -133,6 +133,7 @@ class Processor:
         self.channels = channels
         self.config = config or ProcessingConfig()
         self.owner = owner or worker_name()
+        self._inserted = 0  # new records of process_in's transaction, for committed()
         self._sql = _statements(db.is_postgres)
 
     # -- claiming -----------------------------------------------------------
@@ -277,6 +278,35 @@ class Processor:
             return results
         results.update((batch.row.id, batch.result) for batch in grouped)
         return results
+
+    def process_in(self, conn: Connection, rows: Sequence[Any], data: dict[int, bytes]) -> dict[int, ProcessResult]:
+        """Process files this processor holds the lease of, from their bytes ``data``, in ``conn``'s transaction.
+
+        The MLLP listener lands a group and processes it in ONE transaction this
+        way (one commit, each row written once): nothing about a message is
+        committed unless all of it is. A storage error propagates: the caller
+        rolls back and lands and processes the group in two steps instead
+        (:func:`~bridge.pipeline.land.land_many`, then :meth:`process_many`, which
+        settles each file on its own if the group cannot commit). Call
+        :meth:`committed` after the commit.
+        """
+        crosswalks = CrosswalkSnapshot(self.db)
+        grouped = []
+        for row in rows:
+            channel = self.channels[row.channel]
+            if channel.config.all_or_nothing:
+                raise ValueError(f"channel {row.channel!r} is all-or-nothing: process its files with process_many")
+            grouped.append(self._parse_and_map(row, channel, self._context(row, crosswalks),
+                                               ProcessResult(row.id, "failed"), set(), _wanted(row, None), None,
+                                               data[row.id]))
+        self._inserted = self._commit(conn, grouped)
+        return {batch.row.id: batch.result for batch in grouped}
+
+    def committed(self) -> None:
+        """After the commit of :meth:`process_in`'s transaction: keep PostgreSQL's statistics fresh."""
+        inserted, self._inserted = self._inserted, 0
+        if self.db.is_postgres and inserted:
+            _statistics(self.db.url).grown(self.db, inserted)
 
     def _context(self, row: Any, crosswalks: CrosswalkSnapshot) -> MappingContext:
         return MappingContext(channel=row.channel, file_name=row.name, inbound_id=row.id,

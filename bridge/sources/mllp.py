@@ -62,11 +62,20 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field, model_validator
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from bridge.db import utcnow
 from bridge.db.tables import failures, inbound_files
-from bridge.errors import BridgeError, ConfigError, InputError, ParseError, Position, SourceError
-from bridge.pipeline.land import Lander, Unit, land_many
+from bridge.errors import (
+    BridgeError,
+    ConfigError,
+    InputError,
+    ParseError,
+    Position,
+    SourceError,
+    StorageError,
+)
+from bridge.pipeline.land import Landed, Lander, Unit, land_many
 from bridge.sources.base import Source, SourceConfig
 from parsers.hl7_write import AckCode, build_ack, header_from_bytes
 
@@ -444,11 +453,7 @@ class MllpSource(Source):
                  for (message, origin), h in zip(items, headers, strict=True)]
         proc = self._processor()
         try:
-            # ``land_many`` with the lander's database and archive, not ``Lander.land_many``: that would
-            # also wake the runtime's processors. The new messages land claimed by this thread's processor
-            # (one transaction for both), so nobody else takes them
-            landed = land_many(self.lander.db, self.lander.archive, channel=self.channel, units=units,
-                               lease=proc.lease())
+            landed, results = self._land(proc, units)
         except (BridgeError, OSError) as exc:
             # not landed: answer AE so the senders keep their messages and retry
             self.status.last_error, self.status.last_error_at = str(exc), utcnow()
@@ -462,18 +467,44 @@ class MllpSource(Source):
                 self.status.landed += 1
         self.status.last_success_at = utcnow()
         ids = [one.duplicate_of or one.inbound_id for one in landed]
-        claimed = [one.row for one in landed if one.row is not None]
-        data = {one.inbound_id: unit.data for one, unit in zip(landed, units, strict=True) if one.row is not None}
-        try:
-            results = proc.process_many(sorted(set(ids)), claimed=claimed, data=data)
-        except BridgeError as exc:
-            # each message is settled on its own below (and answered AE if that fails too)
-            log.error("mllp group processing failed", extra={"channel": self.channel, "error": str(exc)})
-            results = {}
+        if results is None:
+            claimed = [one.row for one in landed if one.row is not None]
+            data = {one.inbound_id: u.data for one, u in zip(landed, units, strict=True) if one.row is not None}
+            try:
+                results = proc.process_many(sorted(set(ids)), claimed=claimed, data=data)
+            except BridgeError as exc:
+                # each message is settled on its own below (and answered AE if that fails too)
+                log.error("mllp group processing failed", extra={"channel": self.channel, "error": str(exc)})
+                results = {}
         # a resend with a control id already committed (message_keys): ACKed AA, counted here
         self.status.extra["duplicate_control_ids"] += sum(r.duplicates for r in results.values())
         return [self._answer_landed(h, inbound_id, results.get(inbound_id))
                 for h, inbound_id in zip(headers, ids, strict=True)]
+
+    def _land(self, proc: Any, units: list[Unit]) -> tuple[list[Landed], dict[int, Any] | None]:
+        """Land the group and, in the same transaction, process its new messages: (landed, results).
+
+        ``land_many`` with the lander's database and archive, not ``Lander.land_many``: that would also
+        wake the runtime's processors. The new messages land leased to this thread's processor and are
+        processed from the bytes in hand; one commit holds their rows, records, events and outcome, so
+        a crash before it leaves nothing (no ACK went out: the senders resend). Should the processing's
+        statements fail, nothing of it commits and the group is landed alone (results None: the caller
+        processes it then, settling each message on its own if it must). A resend of an earlier message
+        is settled by :meth:`_answer_landed`. An all-or-nothing channel lands first, then processes.
+        """
+        db, archive = self.lander.db, self.lander.archive
+        if not self.runtime.channels[self.channel].config.all_or_nothing:
+            try:
+                with db.write() as conn:
+                    landed = land_many(db, archive, channel=self.channel, units=units, lease=proc.lease(), conn=conn)
+                    data = {one.inbound_id: u.data for one, u in zip(landed, units, strict=True) if one.row is not None}
+                    results = proc.process_in(conn, [one.row for one in landed if one.row is not None], data)
+                proc.committed()
+                return landed, results
+            except (StorageError, IntegrityError) as error:
+                log.warning("mllp group could not commit with its processing; landing it first",
+                            extra={"channel": self.channel, "error": type(error).__name__})
+        return land_many(db, archive, channel=self.channel, units=units, lease=proc.lease()), None
 
     def _answer_landed(self, header: Any, inbound_id: int, result: Any) -> bytes:
         """The ACK of one landed message: from its group's result, or once whoever holds its row is done."""

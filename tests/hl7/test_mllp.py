@@ -344,3 +344,27 @@ def test_group_waits_for_an_open_connection_that_may_still_send(rt: Runtime) -> 
         assert msa(late.send_message(dft_p03("WAIT-LATE")))[:2] == ("AA", "WAIT-LATE")
         assert msa(recv_frame(early.socket))[:2] == ("AA", "WAIT-EARLY")
     assert src.status.extra["groups"] - groups_before == 1
+
+
+def test_a_group_whose_processing_cannot_commit_is_landed_first_then_processed(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    # landing and processing share one transaction; when processing's statements fail (here: once,
+    # a storage error), nothing of that transaction stays, and the group is landed alone, then processed
+    from bridge.errors import StorageError
+
+    real = Processor.process_in
+    calls: list[int] = []
+
+    def failing_once(self: Processor, conn: Any, rows: Any, data: Any) -> Any:
+        calls.append(len(rows))
+        if len(calls) == 1:
+            raise StorageError("database write failed: disk I/O error (injected)")
+        return real(self, conn, rows, data)
+
+    monkeypatch.setattr(Processor, "process_in", failing_once)
+    data = dft_p03("TXNFALLBACK")
+    with MLLPClient("127.0.0.1", port(rt)) as client:
+        assert msa(client.send_message(data))[:2] == ("AA", "TXNFALLBACK")
+    assert calls == [1]  # the fallback lands, then processes through process_many, not process_in
+    assert len(charges(rt, "TXNFALLBACK")) == 3
+    assert [r.status for r in landed(rt, "TXNFALLBACK")] == ["processed"]  # landed once, not twice
