@@ -22,16 +22,18 @@ together, from any connection, go through the three steps as a group:
 the first waits ``group_wait`` seconds for company (or until ``group_max``,
 or until every open connection has its message queued: the listener reads a
 connection's next frame only after answering its last one, so no more
-company can come), the group's bytes become one archive object (a pack,
-one fsync) and their rows one transaction that also takes their processing
-lease (:func:`~bridge.pipeline.land.land_many`), the group is processed from
-the bytes in memory in one write transaction
-(:meth:`~bridge.pipeline.process.Processor.process_many`),
-and then each sender gets the ACK of its own message, AA, AE or AR, exactly
-as if it had been alone. While a group is being committed the next one
-gathers, so the busier the listener, the larger its groups.
+company can come), the group's bytes are appended to a pack file (one
+write, one fdatasync: durable before any row says where they are), and
+their rows, records, events and outcomes are written in ONE transaction
+(:func:`~bridge.pipeline.land.land_many` with ``conn``, then
+:meth:`~bridge.pipeline.process.Processor.process_in`, from the bytes in
+memory); then each sender gets the ACK of its own message, AA, AE or AR,
+exactly as if it had been alone. Should that transaction fail in
+processing, it rolls back and steps 1 and 2 run one after the other as
+written above. While a group is being committed the next one gathers, so
+the busier the listener, the larger its groups.
 
-The ACK is only sent after step 1. If bridge dies between landing and the
+The ACK is only sent after the commit. If bridge dies between landing and the
 ACK, the sender resends: the same bytes land as a duplicate of the first
 row (whose processing this resend completes and whose outcome it ACKs), and
 different bytes with the same MSH-10 are skipped by the pipeline's
