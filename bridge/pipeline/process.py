@@ -133,7 +133,6 @@ class Processor:
         self.channels = channels
         self.config = config or ProcessingConfig()
         self.owner = owner or worker_name()
-        self._inserted = 0  # new records of process_in's transaction, for committed()
         self._sql = _statements(db.is_postgres)
 
     # -- claiming -----------------------------------------------------------
@@ -259,9 +258,7 @@ class Processor:
             if channel is None or channel.config.all_or_nothing:
                 results[row.id] = self.process_claimed(row)
                 continue
-            grouped.append(self._parse_and_map(row, channel, self._context(row, crosswalks),
-                                               ProcessResult(row.id, "failed"), set(), _wanted(row, None), None,
-                                               data.get(row.id) if data is not None else None))
+            grouped.append(self._member(row, channel, crosswalks, data.get(row.id) if data is not None else None))
         if not grouped:
             return results
         try:
@@ -279,7 +276,8 @@ class Processor:
         results.update((batch.row.id, batch.result) for batch in grouped)
         return results
 
-    def process_in(self, conn: Connection, rows: Sequence[Any], data: dict[int, bytes]) -> dict[int, ProcessResult]:
+    def process_in(self, conn: Connection, rows: Sequence[Any],
+                   data: dict[int, bytes]) -> tuple[dict[int, ProcessResult], int]:
         """Process files this processor holds the lease of, from their bytes ``data``, in ``conn``'s transaction.
 
         The MLLP listener lands a group and processes it in ONE transaction this
@@ -287,8 +285,9 @@ class Processor:
         committed unless all of it is. A storage error propagates: the caller
         rolls back and lands and processes the group in two steps instead
         (:func:`~bridge.pipeline.land.land_many`, then :meth:`process_many`, which
-        settles each file on its own if the group cannot commit). Call
-        :meth:`committed` after the commit.
+        settles each file on its own if the group cannot commit). Returns the
+        results by id and the number of new records, for :meth:`committed`
+        once the transaction has committed.
         """
         crosswalks = CrosswalkSnapshot(self.db)
         grouped = []
@@ -296,17 +295,20 @@ class Processor:
             channel = self.channels[row.channel]
             if channel.config.all_or_nothing:
                 raise ValueError(f"channel {row.channel!r} is all-or-nothing: process its files with process_many")
-            grouped.append(self._parse_and_map(row, channel, self._context(row, crosswalks),
-                                               ProcessResult(row.id, "failed"), set(), _wanted(row, None), None,
-                                               data[row.id]))
-        self._inserted = self._commit(conn, grouped)
-        return {batch.row.id: batch.result for batch in grouped}
+            grouped.append(self._member(row, channel, crosswalks, data[row.id]))
+        inserted = self._commit(conn, grouped)
+        return {batch.row.id: batch.result for batch in grouped}, inserted
 
-    def committed(self) -> None:
-        """After the commit of :meth:`process_in`'s transaction: keep PostgreSQL's statistics fresh."""
-        inserted, self._inserted = self._inserted, 0
+    def committed(self, inserted: int) -> None:
+        """After a commit of ``inserted`` new records (:meth:`process_in`): keep PostgreSQL's statistics fresh."""
         if self.db.is_postgres and inserted:
             _statistics(self.db.url).grown(self.db, inserted)
+
+    def _member(self, row: Any, channel: ChannelRuntime, crosswalks: CrosswalkSnapshot,
+                data: bytes | None) -> _Batch:
+        """A group member's one final batch, parsed and mapped (from ``data`` when the caller has the bytes)."""
+        return self._parse_and_map(row, channel, self._context(row, crosswalks), ProcessResult(row.id, "failed"),
+                                   set(), _wanted(row, None), None, data)
 
     def _context(self, row: Any, crosswalks: CrosswalkSnapshot) -> MappingContext:
         return MappingContext(channel=row.channel, file_name=row.name, inbound_id=row.id,
@@ -364,8 +366,7 @@ class Processor:
         """Commit ``batches`` in one write transaction; then keep PostgreSQL's statistics fresh."""
         with self.db.write() as conn:
             inserted = self._commit(conn, batches)
-        if self.db.is_postgres and inserted:
-            _statistics(self.db.url).grown(self.db, inserted)
+        self.committed(inserted)
 
     def _commit(self, conn: Connection, batches: list[_Batch]) -> int:
         """Write the batches of one file, or of a group of files, in ``conn``'s transaction.

@@ -470,8 +470,7 @@ class MllpSource(Source):
         self.status.last_success_at = utcnow()
         ids = [one.duplicate_of or one.inbound_id for one in landed]
         if results is None:
-            claimed = [one.row for one in landed if one.row is not None]
-            data = {one.inbound_id: u.data for one, u in zip(landed, units, strict=True) if one.row is not None}
+            claimed, data = _leased(landed, units)
             try:
                 results = proc.process_many(sorted(set(ids)), claimed=claimed, data=data)
             except BridgeError as exc:
@@ -499,9 +498,8 @@ class MllpSource(Source):
             try:
                 with db.write() as conn:
                     landed = land_many(db, archive, channel=self.channel, units=units, lease=proc.lease(), conn=conn)
-                    data = {one.inbound_id: u.data for one, u in zip(landed, units, strict=True) if one.row is not None}
-                    results = proc.process_in(conn, [one.row for one in landed if one.row is not None], data)
-                proc.committed()
+                    results, inserted = proc.process_in(conn, *_leased(landed, units))
+                proc.committed(inserted)
                 return landed, results
             except (StorageError, IntegrityError) as error:
                 log.warning("mllp group could not commit with its processing; landing it first",
@@ -571,3 +569,10 @@ class MllpSource(Source):
             return self._ack(header, "AE", err, "message_type")
         kind = first.kind if first.kind == "message_type" else first.category
         return self._ack(header, "AE", err, kind)
+
+
+def _leased(landed: list[Landed], units: list[Unit]) -> tuple[list[Any], dict[int, bytes]]:
+    """The rows :func:`land_many` landed leased (the new messages), and their bytes by inbound id."""
+    rows = [one.row for one in landed if one.row is not None]
+    data = {one.inbound_id: unit.data for one, unit in zip(landed, units, strict=True) if one.row is not None}
+    return rows, data
