@@ -162,6 +162,7 @@ class _PackWriter:
     """One open pack file, appended to by one thread."""
 
     def __init__(self, root: Path, day: str) -> None:
+        self.fd = -1  # until the file is open (close() and __del__ see it)
         self.day = day
         self.name = f"packs/{day}/{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}.pack"
         path = root / self.name
