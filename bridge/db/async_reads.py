@@ -27,6 +27,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy import Select
 from sqlalchemy.engine import make_url
 
+from bridge.db.engine import Database
 from bridge.errors import StorageError
 
 __all__ = ["AsyncReader"]
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 class AsyncReader:
     """Constant SELECTs run by psycopg's async driver on ``size`` pooled connections (PostgreSQL only)."""
 
-    def __init__(self, db: Any, *, size: int = 10, timeout: float = 5.0) -> None:
+    def __init__(self, db: Database, *, size: int = 10, timeout: float = 5.0) -> None:
         if not db.is_postgres:
             raise ValueError("AsyncReader reads PostgreSQL only")
         self.db = db
@@ -59,26 +60,27 @@ class AsyncReader:
         the connection."""
         compiled = self.db.compiled(statement)
         sql, values = compiled.string, compiled.construct_params(params)
-        for attempt in (1, 2):
+        try:
             try:
-                async with self._pool.connection() as conn:
-                    cur = await conn.execute(sql, values)
-                    return await cur.fetchall()
-            except PoolTimeout as e:  # an OperationalError too: no connection came (server down, pool busy)
-                raise StorageError(f"database read failed: no connection within {self._pool.timeout:g} s "
-                                   "(is the database up?)") from e
-            except psycopg.errors.QueryCanceled as e:
-                raise StorageError(f"database read failed: {_first_line(e)}") from e
-            except psycopg.OperationalError as e:
+                return await self._read(sql, values)
+            except (PoolTimeout, psycopg.errors.QueryCanceled):
+                raise  # OperationalErrors too, but not a dropped connection
+            except psycopg.OperationalError:
                 # the connection went away (a server restart drops every one): the pool discards a broken
                 # connection when it comes back; check the idle ones too, then read once more
-                if attempt == 2:
-                    raise StorageError(f"database read failed: {_first_line(e)}") from e
                 log.warning("database connection was dropped; reading again on a new one")
                 await self._pool.check()
-            except psycopg.Error as e:
-                raise StorageError(f"database read failed: {_first_line(e)}") from e
-        raise AssertionError("unreachable")
+                return await self._read(sql, values)
+        except PoolTimeout as e:  # no connection came: the server is down, or the pool is busy
+            raise StorageError(f"database read failed: no connection within {self._pool.timeout:g} s "
+                               "(is the database up?)") from e
+        except psycopg.Error as e:
+            raise StorageError(f"database read failed: {_first_line(e)}") from e
+
+    async def _read(self, sql: str, values: Mapping[str, Any] | None) -> list[Any]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(sql, values)
+            return await cur.fetchall()
 
 
 async def _utc(conn: psycopg.AsyncConnection[Any]) -> None:
