@@ -122,11 +122,16 @@ class Archive:
         if os.path.exists(final):
             os.unlink(tmp_name)
             return
+        folder = os.path.dirname(final)
         try:
             os.replace(tmp_name, final)
         except FileNotFoundError:
-            os.makedirs(os.path.dirname(final), exist_ok=True)
+            made = _makedirs(folder, self._root)
             os.replace(tmp_name, final)
+            for parent in made:
+                _fsync_dir(parent)
+        # the rename is durable once its folder is synced; only then may a row point at it
+        _fsync_dir(folder)
 
     def open(self, sha256: str) -> BinaryIO:
         """An archive object by its sha256 (a file landed on its own)."""
@@ -166,10 +171,13 @@ class _PackWriter:
         self.day = day
         self.name = f"packs/{day}/{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}.pack"
         path = root / self.name
-        path.parent.mkdir(parents=True, exist_ok=True)
+        made = _makedirs(str(path.parent), str(root))
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0),
                           0o600)
         self.size = 0
+        # the new file's name (and any folder made for it) is synced once, not at each group's fdatasync
+        for folder in [str(path.parent), *made]:
+            _fsync_dir(folder)
 
     def write(self, data: bytes) -> None:
         _write_all(self.fd, data)
@@ -199,6 +207,26 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def _makedirs(folder: str, root: str) -> list[str]:
+    """Make ``folder`` and any missing parents below ``root``; return the parents whose entries changed."""
+    missing: list[str] = []
+    at = folder
+    while at != root and not os.path.isdir(at):
+        missing.append(at)
+        at = os.path.dirname(at)
+    os.makedirs(folder, exist_ok=True)
+    return [os.path.dirname(made) for made in missing]
+
+
+def _fsync_dir(folder: str) -> None:
+    """Sync a folder, so that the names created or renamed in it survive a power loss."""
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _unlink(name: str) -> None:

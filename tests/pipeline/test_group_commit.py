@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from pathlib import Path
 
 import orjson
@@ -78,6 +79,35 @@ def test_groups_append_to_one_pack_file_and_read_back_after_a_restart(db: Databa
     [first, _, _] = land_many(db, again, channel="mllp", units=[Unit(dft_p03(f"PACK-NEW-{i}"), f"n{i}.hl7")
                                                                 for i in range(3)])
     assert first.pack != landed[0][0].pack and first.pack_offset == 0
+
+
+def test_a_landed_name_is_synced_in_its_folder_before_its_row_is_written(
+        db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rename or a new pack file survives a power loss only once its folder is synced (POSIX: fsync of the
+    file covers its bytes, not its name). The folders synced are recorded as the landing makes them."""
+    archive = Archive(tmp_path / "archive")
+    synced: list[Path] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        path = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if path.is_dir():
+            synced.append(path)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    one = land(db, archive, channel="files", src=io.BytesIO(b"MSH|^~\\&|A|B\r"), name="one.hl7")
+    folder = archive.path_for(one.sha256).parent
+    # the object's folder, and the two folders made for it, each in its parent
+    assert set(synced) >= {folder, folder.parent, archive.root}
+    synced.clear()
+    first, _second = land_many(db, archive, channel="mllp", units=[Unit(dft_p03("DIR-1"), "1.hl7"),
+                                                                    Unit(dft_p03("DIR-2"), "2.hl7")])
+    day = (archive.root / first.pack).parent
+    assert set(synced) == {day, day.parent, archive.root}  # a new pack: its day folder, made under packs/
+    synced.clear()
+    land_many(db, archive, channel="mllp", units=[Unit(dft_p03("DIR-3"), "3.hl7"), Unit(dft_p03("DIR-4"), "4.hl7")])
+    assert synced == []  # an open pack: each group is one fdatasync of the file, no folder to sync
 
 
 def test_a_unit_whose_pack_is_cut_short_reads_as_missing(db: Database, archive: Archive) -> None:
@@ -157,3 +187,19 @@ def test_units_landed_with_a_lease_are_processed_by_its_holder_only(db: Database
     by_id = rows(db, [new.inbound_id])
     assert (by_id[new.inbound_id].status, by_id[new.inbound_id].claimed_by,  # type: ignore[attr-defined]
             by_id[new.inbound_id].attempts) == ("processed", None, 1)  # type: ignore[attr-defined]
+
+
+def test_a_commit_is_on_disk_before_anyone_is_answered(db: Database) -> None:
+    """A landed row's commit must survive a power loss: senders delete files and take AA as soon as it returns.
+
+    SQLite in WAL mode with ``synchronous=NORMAL`` syncs only at checkpoints (a committed transaction
+    can roll back after an OS crash); bridge's connections use FULL. PostgreSQL keeps
+    ``synchronous_commit`` on: bridge never turns it off for a session.
+    """
+    for connect in (db.write, db.read):
+        with connect() as conn:
+            if db.is_sqlite:
+                assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 2  # FULL
+                assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+            else:
+                assert conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "on"
