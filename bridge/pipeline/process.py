@@ -653,10 +653,14 @@ class _Statistics:
     analyzed); autovacuum re-analyzes only after 10% growth and its nap. So
     after each 50% of growth (and ``_ANALYZE_MIN`` rows at the least) the
     tables are analyzed here: a few times per order of magnitude, each
-    sampling at most 30,000 rows.
+    sampling at most 30,000 rows. ``inbound_files`` too: without statistics
+    the MLLP group's look-up of its messages' sha256 (``channel = $1 AND
+    sha256 = ANY($2)``) used only ``channel`` of the unique index and filtered
+    every landed row of the channel (2.7 ms at 4,000 messages, against 0.05 ms
+    once analyzed).
     """
 
-    TABLES = "records, message_keys"
+    TABLES = "inbound_files, records, message_keys"
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
