@@ -18,8 +18,8 @@ from sqlalchemy import select
 
 from bridge.db import Database
 from bridge.db.tables import failures, inbound_files, records
-from bridge.pipeline.land import Archive, Unit, land, land_many
 from bridge.pipeline import process as process_module
+from bridge.pipeline.land import Archive, Unit, land, land_many
 from bridge.pipeline.process import Processor, build_channel
 from bridge.settings import ChannelConfig
 from mappings.crosswalks import upsert_entries
