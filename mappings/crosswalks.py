@@ -19,6 +19,7 @@ made every MLLP group of 8 messages read an item master of any size.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import threading
@@ -72,8 +73,11 @@ def _kept(db: Database) -> _Kept:
 class CrosswalkSnapshot:
     """Crosswalk entries as of this snapshot's first use, one kind at a time (see the module doc)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, conn: Connection | None = None) -> None:
+        """``conn``: read in the caller's open transaction (an MLLP group's write), not in a read of its own.
+        That transaction must not change crosswalks itself: what a snapshot reads is kept for the process."""
         self.db = db
+        self._conn = conn
         self._kept = _kept(db)
         self._version: int | None = None
         self._kinds: dict[str, dict[str, tuple[str, bool]]] = {}
@@ -88,7 +92,7 @@ class CrosswalkSnapshot:
             if table is not None:
                 self._kinds[kind] = table
                 return table
-        with self.db.read() as conn:
+        with contextlib.nullcontext(self._conn) if self._conn is not None else self.db.read() as conn:
             if self._version is None:
                 self._version = conn.execute(select(crosswalk_state.c.version)).scalar_one()
             table = self._kept.get(self._version, kind)

@@ -289,7 +289,7 @@ class Processor:
         results by id and the number of new records, for :meth:`committed`
         once the transaction has committed.
         """
-        crosswalks = CrosswalkSnapshot(self.db)
+        crosswalks = CrosswalkSnapshot(self.db, conn)
         grouped = []
         for row in rows:
             channel = self.channels[row.channel]

@@ -78,3 +78,17 @@ def test_a_change_by_any_path_reaches_the_next_file(seeded: Database, change: st
             item(seeded, "A1")
     # a file being mapped keeps the entries it started with
     assert in_use.lookup("item", "A1", position=HERE) == "ERP-1"
+
+
+def test_a_snapshot_given_a_transaction_reads_in_it(seeded: Database) -> None:
+    """An MLLP group maps inside its write transaction: its snapshot reads there, with no read transaction
+    (and on PostgreSQL no second connection) of its own, and what it reads is kept for the next snapshot."""
+    with seeded.write() as conn, statements(seeded) as seen:
+        snap = CrosswalkSnapshot(seeded, conn)
+        assert snap.lookup("item", "A1", position=HERE) == "ERP-1"
+        assert snap.lookup("department", "LAB", position=HERE) == "CC-1"
+    assert [s for s in seen if "crosswalk" in s] != []  # read here, first use in this process
+    assert [s for s in seen if s.split()[0].upper() == "BEGIN"] == [], seen  # the caller's BEGIN came before
+    with statements(seeded) as seen:
+        assert item(seeded, "A1") == "ERP-1"
+    assert [s for s in seen if "FROM crosswalks" in s] == []  # kept
