@@ -44,6 +44,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from bridge.db import Database, utcnow
 from bridge.db.tables import inbound_files
+from bridge.files import fsync_dir
 
 __all__ = ["Archive", "Landed", "Lander", "Unit", "land", "land_many"]
 
@@ -129,9 +130,9 @@ class Archive:
             made = _makedirs(folder, self._root)
             os.replace(tmp_name, final)
             for parent in made:
-                _fsync_dir(parent)
+                fsync_dir(parent)
         # the rename is durable once its folder is synced; only then may a row point at it
-        _fsync_dir(folder)
+        fsync_dir(folder)
 
     def open(self, sha256: str) -> BinaryIO:
         """An archive object by its sha256 (a file landed on its own)."""
@@ -177,7 +178,7 @@ class _PackWriter:
         self.size = 0
         # the new file's name (and any folder made for it) is synced once, not at each group's fdatasync
         for folder in [str(path.parent), *made]:
-            _fsync_dir(folder)
+            fsync_dir(folder)
 
     def write(self, data: bytes) -> None:
         _write_all(self.fd, data)
@@ -218,15 +219,6 @@ def _makedirs(folder: str, root: str) -> list[str]:
         at = os.path.dirname(at)
     os.makedirs(folder, exist_ok=True)
     return [os.path.dirname(made) for made in missing]
-
-
-def _fsync_dir(folder: str) -> None:
-    """Sync a folder, so that the names created or renamed in it survive a power loss."""
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unlink(name: str) -> None:

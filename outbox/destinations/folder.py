@@ -26,6 +26,7 @@ from xml.sax.saxutils import escape as xml_escape
 from pydantic import Field
 
 from bridge.errors import PermanentDelivery, RetryableDelivery
+from bridge.files import fsync_dir
 from outbox.destinations.base import Destination, DestinationConfig, OutboxEvent, Receipt
 
 __all__ = ["SECRET_SLOT", "FolderDestination", "FolderDestinationConfig", "fill_secret", "render_file", "safe_name"]
@@ -88,11 +89,7 @@ class FolderDestination(Destination):
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
             if self.config.fsync_directory:
-                fd = os.open(self.root, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                fsync_dir(self.root)
         except OSError as exc:
             try:
                 tmp.unlink(missing_ok=True)
