@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
 import os
 import statistics
 import sys
@@ -39,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bridge.db import Database  # noqa: E402
+from bridge.logging import configure  # noqa: E402
 from bridge.pipeline.land import Archive, land  # noqa: E402
 from bridge.pipeline.process import Processor, build_channel  # noqa: E402
 from bridge.runtime import freeze_startup_heap  # noqa: E402
@@ -278,6 +280,10 @@ def main() -> None:
     print(f"DFT^P03 x {args.n:,} ({args.ft1} FT1 each); {os.cpu_count()} CPUs, shared: figures are noisy")
     with tempfile.TemporaryDirectory(prefix="bench-hl7-") as tmpdir:
         tmp = Path(tmpdir)
+        # log as `bridge run` does (INFO, JSON lines): what it logs per file, group or message is part of its cost
+        configure("INFO", "json")
+        log_file = (tmp / "bridge.log").open("w")
+        logging.getLogger().handlers[0].setStream(log_file)  # type: ignore[attr-defined]
         msgs = messages(args.n, args.ft1, "B")
         if "parse" not in skip:
             print("parse only:")
@@ -310,6 +316,8 @@ def main() -> None:
                 bench_mllp(url, mllp_msgs, args.senders, args.rate, tmp, "PostgreSQL", source)
             finally:
                 drop_pg_schema(schema)
+        log_file.close()
+        print(f"bridge's log: {sum(1 for _ in (tmp / 'bridge.log').open()):,} lines")
 
 
 if __name__ == "__main__":
