@@ -287,7 +287,9 @@ class Processor:
         (:func:`~bridge.pipeline.land.land_many`, then :meth:`process_many`, which
         settles each file on its own if the group cannot commit). Returns the
         results by id and the number of new records, for :meth:`committed`
-        once the transaction has committed.
+        once the transaction has committed. A member that processed cleanly is
+        logged at DEBUG, not INFO: the caller logs the group (an MLLP listener
+        at 1,000 messages/s would otherwise write a line per message).
         """
         crosswalks = CrosswalkSnapshot(self.db, conn)
         grouped = []
@@ -296,7 +298,7 @@ class Processor:
             if channel.config.all_or_nothing:
                 raise ValueError(f"channel {row.channel!r} is all-or-nothing: process its files with process_many")
             grouped.append(self._member(row, channel, crosswalks, data[row.id]))
-        inserted = self._commit(conn, grouped)
+        inserted = self._commit(conn, grouped, quiet=True)
         return {batch.row.id: batch.result for batch in grouped}, inserted
 
     def committed(self, inserted: int) -> None:
@@ -368,7 +370,7 @@ class Processor:
             inserted = self._commit(conn, batches)
         self.committed(inserted)
 
-    def _commit(self, conn: Connection, batches: list[_Batch]) -> int:
+    def _commit(self, conn: Connection, batches: list[_Batch], *, quiet: bool = False) -> int:
         """Write the batches of one file, or of a group of files, in ``conn``'s transaction.
 
         The statements are per call, not per file (message keys, records,
@@ -378,7 +380,7 @@ class Processor:
         inserted = self._write_batches(conn, batches)
         final = [b for b in batches if b.final]
         if final:
-            self._finalise(conn, final)
+            self._finalise(conn, final, quiet=quiet)
         for batch in batches:
             if not batch.final:
                 self._renew(conn, batch.row.id)
@@ -508,8 +510,10 @@ class Processor:
                 .values(status="resolved", resolved_at=now, resolved_by="reprocess", updated_at=now)
             )
 
-    def _finalise(self, conn: Connection, batches: list[_Batch]) -> None:
-        """Settle each file's status from its open failures and release its lease (one statement each)."""
+    def _finalise(self, conn: Connection, batches: list[_Batch], *, quiet: bool = False) -> None:
+        """Settle each file's status from its open failures and release its lease (one statement each).
+
+        ``quiet``: a file that processed cleanly is logged at DEBUG (its caller logs the group)."""
         ids = [b.row.id for b in batches]
         open_counts = {r.inbound_id: (int(r.total), int(r.messages or 0))
                        for r in conn.execute(self._sql.open_failures, {"ids": ids})}
@@ -530,9 +534,10 @@ class Processor:
             updates.append({"b_id": row.id, "b_status": status, "b_messages": result.messages,
                             "b_records": result.records, "b_failures": open_failures, "b_now": now,
                             "b_error": file_error.reason[:4000] if file_error else None})
-            log.info("processed", extra={"channel": row.channel, "inbound_id": row.id, "status": status,
-                                         "messages": result.messages, "records": result.records,
-                                         "failures": open_failures})
+            level = logging.DEBUG if quiet and status == "processed" else logging.INFO
+            log.log(level, "processed", extra={"channel": row.channel, "inbound_id": row.id, "status": status,
+                                               "messages": result.messages, "records": result.records,
+                                               "failures": open_failures})
         conn.execute(self._sql.finalise, updates)
 
     def _process_all_or_nothing(self, row: Any, channel: ChannelRuntime, ctx: MappingContext,

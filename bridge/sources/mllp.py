@@ -479,6 +479,11 @@ class MllpSource(Source):
                 results = {}
         # a resend with a control id already committed (message_keys): ACKed AA, counted here
         self.status.extra["duplicate_control_ids"] += sum(r.duplicates for r in results.values())
+        # one line per group, not per message (each message's outcome is in inbound_files and failures)
+        statuses = collections.Counter(str(r.status) for r in results.values())
+        log.info("mllp group processed", extra={"channel": self.channel, "messages": len(ids),
+                                                "resent": sum(1 for one in landed if one.duplicate),
+                                                **dict(sorted(statuses.items()))})
         return [self._answer_landed(h, inbound_id, results.get(inbound_id))
                 for h, inbound_id in zip(headers, ids, strict=True)]
 

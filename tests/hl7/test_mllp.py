@@ -285,6 +285,24 @@ def test_concurrent_senders_in_one_group_get_their_own_acks(rt: Runtime) -> None
     assert len(landed(rt, "GRP-AR")) == 1
 
 
+def test_a_group_logs_one_line_and_each_failed_message_its_own(rt: Runtime,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """At 1,000 messages/s a line per message would be noise (and CPU): the group gets one INFO line with its
+    counts; a message that failed still gets its own, naming its row; a clean one only at DEBUG."""
+    msgs = {f"LOG{n}": dft_p03(f"LOG{n}") for n in range(3)}
+    msgs["LOG-AE"] = dft_p03("LOG-AE", department="NOWHERE")
+    with caplog.at_level("INFO"):
+        results = send_together(rt, msgs)
+    assert results == {key: ("AE" if key == "LOG-AE" else "AA", key) for key in msgs}
+    ours = [r for r in caplog.records if getattr(r, "channel", None) == "dft_group"]
+    groups = [r for r in ours if r.getMessage() == "mllp group processed"]
+    assert sum(r.messages for r in groups) == 4  # type: ignore[attr-defined]
+    assert sum(getattr(r, "processed", 0) for r in groups) == 3 and sum(getattr(r, "failed", 0) for r in groups) == 1
+    per_message = [r for r in ours if r.getMessage() == "processed"]
+    [failed] = landed(rt, "LOG-AE")
+    assert [(r.inbound_id, r.status) for r in per_message] == [(failed.id, "failed")]  # type: ignore[attr-defined]
+
+
 def test_same_control_id_twice_in_one_group_charges_once(rt: Runtime) -> None:
     msgs = {"first": dft_p03("GRPDUP", txn_prefix="first"), "second": dft_p03("GRPDUP", txn_prefix="second"),
             "other": dft_p03("GRPDUP-OTHER")}
