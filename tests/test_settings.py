@@ -32,7 +32,7 @@ channels:
 
 def test_example_config_is_valid() -> None:
     s = load_settings(ROOT / "config" / "bridge.yaml", environ={})
-    assert set(s.channels) == {"cabinet-consumption", "item-master", "cabinet-fixed"}
+    assert set(s.channels) == {"cabinet-consumption", "item-master", "cabinet-fixed", "billing-hl7"}
     assert s.database_url.startswith("sqlite:///")
 
 

@@ -47,9 +47,12 @@ class Bridge:
         example["log_format"] = "json"
         for seed in example["crosswalks"]:
             seed["file"] = str(ROOT / seed["file"])
-        for (_, channel), key in zip(example["channels"].items(), ("consumption", "items", "fixed"), strict=True):
+        folders = {name: ch for name, ch in example["channels"].items() if ch["source"]["type"] == "folder"}
+        for channel, key in zip(folders.values(), ("consumption", "items", "fixed"), strict=True):
             channel["source"]["path"] = str(self.drop[key])
             channel["source"]["settle_seconds"] = 0.2
+        self.mllp_port = free_port()
+        example["channels"]["billing-hl7"]["source"]["port"] = self.mllp_port
         self.config = tmp / "bridge.yaml"
         self.config.write_text(yaml.safe_dump(example))
         self.proc: subprocess.Popen[bytes] | None = None
@@ -144,6 +147,24 @@ def test_dropped_files_become_records_and_events_over_http(bridge: Bridge) -> No
     # the originals were archived only after landing
     assert not (bridge.drop["consumption"] / "cab-0800.csv").exists()
     assert list((bridge.drop["consumption"] / "archive").rglob("cab-0800.csv"))
+    assert bridge.stop() == 0
+
+
+def test_the_example_charge_sent_over_mllp_is_acked_and_served(bridge: Bridge) -> None:
+    """The README's tour: the example DFT^P03 sent with the hl7 package's mllp_send to the example config."""
+    bridge.start()
+    key = issue_key(bridge)
+    send = [str(Path(sys.executable).parent / "mllp_send"), "--loose", "-f", str(ROOT / "examples" / "dft_p03.hl7"),
+            "-p", str(bridge.mllp_port), "127.0.0.1"]
+    for _ in range(2):  # a resend is ACKed again and charges nothing more
+        out = subprocess.run(send, capture_output=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert b"MSA|AA|EXAMPLE0001" in out.stdout
+    charges = bridge.get(key, "/v1/records/charges")["items"]
+    assert sorted((c["data"]["transaction_id"], c["data"]["amount"], c["data"]["cost_center"], c["data"]["item"])
+                  for c in charges) == [("EX-1", "30.00", "CC-4100", "ERP-SUT-0001"),
+                                        ("EX-2", "12.50", "CC-4100", "ERP-SYR-0010"),
+                                        ("EX-3", "-15.00", "CC-4100", "ERP-SUT-0001")]  # a credit nets
     assert bridge.stop() == 0
 
 
