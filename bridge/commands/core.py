@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 from sqlalchemy import func, insert, select
 
-from bridge.db import Database, utcnow
+from bridge.commands.ops import _db
+from bridge.db import utcnow
 from bridge.db.tables import audit_log, failures, inbound_files
 from bridge.errors import BridgeError, ConfigError
 
@@ -62,17 +65,16 @@ def register(sub: Any) -> None:
     rp.set_defaults(func=cmd_failures_reprocess)
 
 
-def _db(args: argparse.Namespace) -> Database:
-    settings = args.settings()
-    db = Database(settings.database_url)
-    db.upgrade()
-    return db
-
-
-def _runtime(args: argparse.Namespace, *, with_sources: bool) -> Any:
+@contextlib.contextmanager
+def _runtime(args: argparse.Namespace, *, with_sources: bool) -> Iterator[Any]:
+    """A Runtime for one command; its database connections are closed when the command is done."""
     from bridge.runtime import Runtime
 
-    return Runtime(args.settings(), with_sources=with_sources)
+    runtime = Runtime(args.settings(), with_sources=with_sources)
+    try:
+        yield runtime
+    finally:
+        runtime.db.dispose()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -105,9 +107,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+
+    with _runtime(args, with_sources=False) as runtime:
+        return _ingest(args, runtime)
+
+
+def _ingest(args: argparse.Namespace, runtime: Any) -> int:
     from bridge.pipeline.process import Processor
 
-    runtime = _runtime(args, with_sources=False)
     if args.channel not in runtime.channels:
         raise ConfigError("--channel", f"no enabled channel {args.channel!r} (have: {', '.join(sorted(runtime.channels))})")
     runtime.db.upgrade()
@@ -138,16 +145,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    settings = args.settings()
-    Database(settings.database_url).upgrade()
-    print("database is at the latest schema")
+    with _db(args):
+        print("database is at the latest schema")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    db = _db(args)
     settings = args.settings()
-    with db.read() as conn:
+    with _db(args) as db, db.read() as conn:
         files = conn.execute(
             select(inbound_files.c.channel, inbound_files.c.status, func.count())
             .group_by(inbound_files.c.channel, inbound_files.c.status)
@@ -183,11 +188,10 @@ def _failure_filter(args: argparse.Namespace) -> list[Any]:
 
 
 def cmd_failures_list(args: argparse.Namespace) -> int:
-    db = _db(args)
     conds = _failure_filter(args)
     if args.status != "all":
         conds.append(failures.c.status == args.status)
-    with db.read() as conn:
+    with _db(args) as db, db.read() as conn:
         rows = conn.execute(
             select(failures, inbound_files.c.name).join(inbound_files, inbound_files.c.id == failures.c.inbound_id)
             .where(*conds).order_by(failures.c.id.desc()).limit(args.limit)
@@ -224,8 +228,7 @@ def _failure_doc(r: Any) -> dict[str, Any]:
 
 
 def cmd_failures_show(args: argparse.Namespace) -> int:
-    db = _db(args)
-    with db.read() as conn:
+    with _db(args) as db, db.read() as conn:
         r = conn.execute(
             select(failures, inbound_files.c.name).join(inbound_files, inbound_files.c.id == failures.c.inbound_id)
             .where(failures.c.id == args.id)
@@ -238,11 +241,16 @@ def cmd_failures_show(args: argparse.Namespace) -> int:
 
 
 def cmd_failures_reprocess(args: argparse.Namespace) -> int:
-    from bridge.pipeline.process import Processor
 
     if args.id is None and not args.all:
         raise ConfigError("failures reprocess", "give a failure id, or --all with optional filters")
-    runtime = _runtime(args, with_sources=False)
+    with _runtime(args, with_sources=False) as runtime:
+        return _reprocess(args, runtime)
+
+
+def _reprocess(args: argparse.Namespace, runtime: Any) -> int:
+    from bridge.pipeline.process import Processor
+
     db = runtime.db
     db.upgrade()
     conds = _failure_filter(args) + [failures.c.status == "open"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import warnings
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from bridge.db import Database
 from bridge.db.tables import audit_log, failures
 from bridge.settings import Settings
 from tests.helpers import count
-from tests.ops.conftest import rows
+from tests.ops.conftest import CHANNEL, rows
 
 
 def test_crosswalk_and_failure_commands(db: Database, settings: Settings, ingest, tmp_path: Path,
@@ -41,3 +43,28 @@ def test_crosswalk_and_failure_commands(db: Database, settings: Settings, ingest
     assert main([*c, "failures", "resolve", str(ids[0]), "--reason", "again"]) == 1
     assert "not open" in capsys.readouterr().err
     assert count(db, audit_log, audit_log.c.actor.like("cli:%")) == 5
+
+
+def test_commands_run_in_process_leave_no_connection_open(db: Database, settings: Settings, ingest,
+                                                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``main()`` can be embedded (a scheduler, these tests): a command closes every connection it opened.
+
+    A psycopg connection dropped while open warns (ResourceWarning) whenever the garbage collector gets to it,
+    in whatever code runs then; it was seen as a flaky failure of unrelated tests."""
+    ingest(rows(["901"]), "leak.csv")
+    config = tmp_path / "bridge.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json", exclude_defaults=True)))
+    c = ["-c", str(config)]
+    with db.read() as conn:
+        [failure_id] = conn.execute(select(failures.c.id)).scalars().all()
+    drop = tmp_path / "again.csv"
+    drop.write_bytes(rows(["902"], start=1))
+    commands = [["db", "upgrade"], ["status"], ["failures", "list"], ["failures", "show", str(failure_id)],
+                ["failures", "reprocess", str(failure_id)], ["ingest", str(drop), "--channel", CHANNEL]]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for command in commands:
+            main([*c, *command])
+            gc.collect()
+    capsys.readouterr()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
