@@ -107,7 +107,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-
     with _runtime(args, with_sources=False) as runtime:
         return _ingest(args, runtime)
 
@@ -241,7 +240,6 @@ def cmd_failures_show(args: argparse.Namespace) -> int:
 
 
 def cmd_failures_reprocess(args: argparse.Namespace) -> int:
-
     if args.id is None and not args.all:
         raise ConfigError("failures reprocess", "give a failure id, or --all with optional filters")
     with _runtime(args, with_sources=False) as runtime:
