@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import logging
 import os
 import statistics
 import sys
@@ -281,9 +280,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-hl7-") as tmpdir:
         tmp = Path(tmpdir)
         # log as `bridge run` does (INFO, JSON lines): what it logs per file, group or message is part of its cost
-        configure("INFO", "json")
         log_file = (tmp / "bridge.log").open("w")
-        logging.getLogger().handlers[0].setStream(log_file)  # type: ignore[attr-defined]
+        configure("INFO", "json", stream=log_file)
         msgs = messages(args.n, args.ft1, "B")
         if "parse" not in skip:
             print("parse only:")

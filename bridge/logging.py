@@ -18,7 +18,7 @@ import logging
 import sys
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 __all__ = ["bind_client", "bind_context", "configure", "context_fields", "current_correlation_id",
            "reset_context"]
@@ -92,8 +92,9 @@ class TextFormatter(logging.Formatter):
         return base
 
 
-def configure(level: str = "INFO", fmt: str = "json") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def configure(level: str = "INFO", fmt: str = "json", stream: TextIO | None = None) -> None:
+    """Log ``level`` and above to ``stream`` (standard error by default), as JSON lines or text."""
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -324,7 +324,8 @@ def land_many(db: Database, archive: Archive, *, channel: str, units: Sequence[U
         rows.append(row)
     sql = _group_statements(db.is_postgres)
     claimed: dict[str, Any] = {}
-    conn_given = conn is not None
+    # a caller that commits the group in its own transaction (``conn``) reports its outcome instead
+    log_level = logging.DEBUG if conn is not None else logging.INFO
     with contextlib.nullcontext(conn) if conn is not None else db.write() as conn:
         originals: dict[str, int] = {}
         for sha_, id_ in conn.execute(sql.originals, {"channel": channel, "shas": sorted(set(shas))}):
@@ -357,8 +358,7 @@ def land_many(db: Database, archive: Archive, *, channel: str, units: Sequence[U
         landed.append(Landed(new_ids[row["sha256"]] if original else next(dup_ids), row["sha256"], row["size"],
                              row.get("duplicate_of"), row["correlation_id"], row["pack"], row["pack_offset"],
                              claimed[row["sha256"]] if original and lease is not None else None))
-    # a caller that commits the group in its own transaction (``conn``) reports its outcome instead
-    log.log(logging.DEBUG if conn_given else logging.INFO, "landed group",
+    log.log(log_level, "landed group",
             extra={"channel": channel, "units": len(units), "pack": pack,
                    "duplicates": sum(1 for x in landed if x.duplicate)})
     return landed
