@@ -121,6 +121,10 @@ class _Batch:
     file_error: InputError | None = None
     #: the file's last batch: its status is settled and its lease released
     final: bool = False
+    #: the highest message index this batch wrote (a final batch's goes out with its status)
+    top: int | None = None
+    #: failures this batch opened: (all, of messages rather than of the file)
+    opened: tuple[int, int] = (0, 0)
 
 
 class Processor:
@@ -298,7 +302,7 @@ class Processor:
             if channel.config.all_or_nothing:
                 raise ValueError(f"channel {row.channel!r} is all-or-nothing: process its files with process_many")
             grouped.append(self._member(row, channel, crosswalks, data[row.id]))
-        inserted = self._commit(conn, grouped, quiet=True)
+        inserted = self._commit(conn, grouped, quiet=True, fresh=True)
         return {batch.row.id: batch.result for batch in grouped}, inserted
 
     def committed(self, inserted: int) -> None:
@@ -370,17 +374,19 @@ class Processor:
             inserted = self._commit(conn, batches)
         self.committed(inserted)
 
-    def _commit(self, conn: Connection, batches: list[_Batch], *, quiet: bool = False) -> int:
+    def _commit(self, conn: Connection, batches: list[_Batch], *, quiet: bool = False, fresh: bool = False) -> int:
         """Write the batches of one file, or of a group of files, in ``conn``'s transaction.
 
         The statements are per call, not per file (message keys, records,
         events, failures, progress, final status: each one statement for all
         the batches), so a group of small files costs about what one does.
+        ``fresh``: every file was landed in this same transaction, so it has no
+        failures but those its batch opens here (see :meth:`_finalise`).
         """
         inserted = self._write_batches(conn, batches)
         final = [b for b in batches if b.final]
         if final:
-            self._finalise(conn, final, quiet=quiet)
+            self._finalise(conn, final, quiet=quiet, fresh=fresh)
         for batch in batches:
             if not batch.final:
                 self._renew(conn, batch.row.id)
@@ -425,7 +431,11 @@ class Processor:
                 result.failures += 1
             elif batch.final and FILE_LEVEL in batch.retry:
                 resolved.append((row.id, FILE_LEVEL))
-            if top > row.progress:
+            batch.opened = (sum(1 for r, _i, _e in bad if r is row),
+                            sum(1 for r, i, _e in bad if r is row and i != FILE_LEVEL))
+            if batch.final:
+                batch.top = top  # written by the final status update, one statement less
+            elif top > row.progress:
                 progress.append({"b_id": row.id, "b_progress": top})
         written = write_records(self.db, conn, items, drafts=event_drafts)
         for batch in batches:
@@ -510,13 +520,17 @@ class Processor:
                 .values(status="resolved", resolved_at=now, resolved_by="reprocess", updated_at=now)
             )
 
-    def _finalise(self, conn: Connection, batches: list[_Batch], *, quiet: bool = False) -> None:
+    def _finalise(self, conn: Connection, batches: list[_Batch], *, quiet: bool = False, fresh: bool = False) -> None:
         """Settle each file's status from its open failures and release its lease (one statement each).
 
-        ``quiet``: a file that processed cleanly is logged at DEBUG (its caller logs the group)."""
-        ids = [b.row.id for b in batches]
-        open_counts = {r.inbound_id: (int(r.total), int(r.messages or 0))
-                       for r in conn.execute(self._sql.open_failures, {"ids": ids})}
+        ``quiet``: a file that processed cleanly is logged at DEBUG (its caller logs the group).
+        ``fresh``: the files were landed in this transaction, so their open failures are the ones
+        their batches opened, counted in memory instead of read back (an MLLP group's statement less)."""
+        if fresh:
+            open_counts = {b.row.id: b.opened for b in batches}
+        else:
+            open_counts = {r.inbound_id: (int(r.total), int(r.messages or 0))
+                           for r in conn.execute(self._sql.open_failures, {"ids": [b.row.id for b in batches]})}
         now = utcnow()
         updates: list[dict[str, Any]] = []
         for batch in batches:
@@ -532,6 +546,7 @@ class Processor:
                 status = "failed"
             result.status = status
             updates.append({"b_id": row.id, "b_status": status, "b_messages": result.messages,
+                            "b_progress": row.progress if batch.top is None else batch.top,
                             "b_records": result.records, "b_failures": open_failures, "b_now": now,
                             "b_error": file_error.reason[:4000] if file_error else None})
             level = logging.DEBUG if quiet and status == "processed" else logging.INFO
@@ -615,6 +630,8 @@ class _Statements:
             status=bindparam("b_status"), message_count=bindparam("b_messages"),
             record_count=f.record_count + bindparam("b_records"), failure_count=bindparam("b_failures"),
             processed_at=bindparam("b_now"), claimed_by=None, claimed_until=None, error=bindparam("b_error"),
+            # as the progress update would have (never backwards: a final batch may hold no message)
+            progress=case((f.progress < bindparam("b_progress"), bindparam("b_progress")), else_=f.progress),
         )
         k = message_keys.c
         self.key_owners = select(k.channel, k.sender, k.control_id, k.inbound_id, k.message_index).where(

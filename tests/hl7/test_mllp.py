@@ -283,6 +283,16 @@ def test_concurrent_senders_in_one_group_get_their_own_acks(rt: Runtime) -> None
         assert [r.status for r in landed(rt, f"GRP{n}")] == ["processed"]
     assert charges(rt, "GRP-AE") == [] and [r.status for r in landed(rt, "GRP-AE")] == ["failed"]
     assert len(landed(rt, "GRP-AR")) == 1
+    # each row settled as a file processed on its own would be: counts, progress, lease released
+    settled = {key: [(r.status, r.message_count, r.record_count, r.failure_count, r.progress, r.claimed_by)
+                     for r in landed(rt, key)] for key in msgs}
+    assert settled == {key: [("failed", 1, 0, 1, 0, None)] if key == "GRP-AE" else
+                       [("failed", 1, 0, 1, 0, None)] if key == "GRP-AR" else
+                       [("processed", 1, 3, 0, 0, None)] for key in msgs}
+    with rt.db.read() as conn:
+        opened = conn.execute(select(failures.c.inbound_id, failures.c.category, failures.c.status).where(
+            failures.c.inbound_id.in_([r.id for key in ("GRP-AE", "GRP-AR") for r in landed(rt, key)]))).all()
+    assert sorted((row.category, row.status) for row in opened) == [("master_data", "open"), ("parse", "open")]
 
 
 def test_a_group_logs_one_line_and_each_failed_message_its_own(rt: Runtime,
