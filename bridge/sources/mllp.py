@@ -408,17 +408,15 @@ class MllpSource(Source):
         """
         assert self._wake is not None
         cfg = self.config
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + cfg.group_wait
-        while len(self._queue) < min(cfg.group_max, self.status.extra["open_connections"]):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), remaining)
-            except TimeoutError:
-                return
+        extra = self.status.extra
+        try:
+            # one timeout for the whole wait, not a wait_for (a task) per message that comes in
+            async with asyncio.timeout_at(asyncio.get_running_loop().time() + cfg.group_wait):
+                while len(self._queue) < min(cfg.group_max, extra["open_connections"]):
+                    self._wake.clear()
+                    await self._wake.wait()
+        except TimeoutError:
+            return
 
     async def _commit_group(self, group: list[tuple[bytes, str, asyncio.Future[bytes]]]) -> None:
         assert self._slots is not None
