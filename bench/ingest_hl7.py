@@ -18,7 +18,8 @@ Figures:
    ACK and sends again). Each ACK's latency counts from the message's
    scheduled send time (no coordinated omission): p50/p99, the rate achieved,
    how many messages the listener's group commits held on average, and the
-   CPU time per message of the bridge process (and of its PostgreSQL backends).
+   CPU time per message of the bridge process (and of its PostgreSQL backends)
+   and of the senders while sending (they share the machine's cores with it).
 
 The machine is shared (2 cores, several engineers): figures are noisy.
 """
@@ -142,11 +143,13 @@ def _send(k: int, port: int, msgs: list[bytes], interval: float, offset: float, 
 
     clock = time.monotonic  # CLOCK_MONOTONIC: one clock for every process on Linux
     latencies: list[float] = []
+    cpu = time.process_time()
     codes: dict[str, int] = {}
     try:
         with MLLPClient("127.0.0.1", port) as client:
             ready.wait()  # every sender connected
             go.wait()  # and the start time set after that: a start in the past would send a burst
+            cpu = time.process_time()
             due = start.value + offset
             for m in msgs:
                 if interval:
@@ -168,7 +171,7 @@ def _send(k: int, port: int, msgs: list[bytes], interval: float, offset: float, 
                 codes[code] = codes.get(code, 0) + 1
     except Exception as exc:  # noqa: BLE001 - reported by the parent, which would otherwise wait for it
         codes[f"sender {k} failed: {type(exc).__name__}: {exc}"] = 1
-    results.put((latencies, codes, clock()))
+    results.put((latencies, codes, clock(), time.process_time() - cpu))
 
 
 def _cpu(pids: list[int]) -> float:
@@ -242,12 +245,14 @@ def bench_mllp(url: str, msgs: list[bytes], senders: int, target_rate: float, tm
         p.join(10)
     rt.stop()
     rt.db.dispose()
-    took = max(end for _lat, _codes, end in done) - start.value
+    took = max(end for _lat, _codes, end, _cpu in done) - start.value
+    # the senders' own CPU while sending (start-up left out): on the same two cores as bridge
+    senders_cpu = sum(used for _lat, _codes, _end, used in done)
     codes: dict[str, int] = {}
-    for _lat, got, _end in done:
+    for _lat, got, _end, _cpu in done:
         for code, n in got.items():
             codes[code] = codes.get(code, 0) + n
-    lat = sorted(x for sub, _codes, _end in done for x in sub)
+    lat = sorted(x for sub, _codes, _end, _cpu in done for x in sub)
     p50 = statistics.median(lat) * 1000
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
     target = f"target {target_rate:,.0f}/s" if target_rate > 0 else "closed loop"
@@ -255,7 +260,7 @@ def bench_mllp(url: str, msgs: list[bytes], senders: int, target_rate: float, tm
     print(f"  {label:<10} {senders} sender processes, {target}: achieved {rate(len(lat), took)}; "
           f"ACK p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {lat[-1] * 1000:.1f} ms; {codes}; "
           f"{groups:,} group commits ({len(lat) / max(groups, 1):.1f} messages each); "
-          f"CPU per message: bridge {cpu / len(lat) * 1000:.2f} ms{pg}")
+          f"CPU per message: bridge {cpu / len(lat) * 1000:.2f} ms{pg}, senders {senders_cpu / len(lat) * 1000:.2f} ms")
 
 
 def main() -> None:
