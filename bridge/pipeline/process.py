@@ -403,12 +403,13 @@ class Processor:
         for batch in batches:
             row, result = batch.row, batch.result
             top = row.progress
+            failed = 0
             for outcome in batch.pending:
                 idx = outcome.message.index
                 top = max(top, idx)
                 if outcome.error is not None:
                     bad.append((row, idx, outcome.error))
-                    result.failures += 1
+                    failed += 1
                     continue
                 origin = Origin(row.channel, row.id, idx, row.name, row.correlation_id)
                 if (row.id, idx) in dupes:
@@ -426,13 +427,12 @@ class Processor:
                     result.resolved += 1
             file_origin = Origin(row.channel, row.id, None, row.name, row.correlation_id)
             event_drafts.extend((d, file_origin) for d in batch.drafts)
+            batch.opened = (failed + (batch.file_error is not None), failed)
+            result.failures += batch.opened[0]
             if batch.file_error is not None:
                 bad.append((row, FILE_LEVEL, batch.file_error))
-                result.failures += 1
             elif batch.final and FILE_LEVEL in batch.retry:
                 resolved.append((row.id, FILE_LEVEL))
-            batch.opened = (sum(1 for r, _i, _e in bad if r is row),
-                            sum(1 for r, i, _e in bad if r is row and i != FILE_LEVEL))
             if batch.final:
                 batch.top = top  # written by the final status update, one statement less
             elif top > row.progress:
