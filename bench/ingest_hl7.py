@@ -221,38 +221,40 @@ def bench_mllp(url: str, msgs: list[bytes], senders: int, target_rate: float, tm
     })
     rt = Runtime(settings)
     rt.start()
-    freeze_startup_heap()  # as bridge run does
-    listener = rt.sources["mllp"]
-    # spawn, not fork: this process runs the listener's threads
-    ctx = mp.get_context("spawn")
-    ready, go, start, results = ctx.Barrier(senders + 1), ctx.Event(), ctx.Value("d", 0.0), ctx.Queue()
-    spacing = 1 / target_rate if target_rate > 0 else 0.0
-    procs = [ctx.Process(target=_send, args=(k, listener.port, msgs[k::senders], spacing * senders, spacing * k,
-                                            ready, go, start, results), daemon=True) for k in range(senders)]
-    for p in procs:
-        p.start()
-    ready.wait(120)
-    start.value = time.monotonic() + 0.05
-    go.set()
-    before = {pid: _cpu([pid]) for pid in (_pg_backends(rt) if rt.db.is_postgres else [])}
-    groups, cpu = listener.status.extra["groups"], time.process_time()
-    done = [results.get(timeout=600) for _ in procs]
-    cpu = time.process_time() - cpu
-    # a backend opened during the run counts from 0; one closed during it is not seen (the pool keeps them)
-    pg_cpu = sum(_cpu([pid]) - before.get(pid, 0.0) for pid in _pg_backends(rt)) if rt.db.is_postgres else 0.0
-    groups = listener.status.extra["groups"] - groups
-    for p in procs:
-        p.join(10)
-    rt.stop()
-    rt.db.dispose()
-    took = max(end for _lat, _codes, end, _cpu in done) - start.value
+    try:
+        freeze_startup_heap()  # as bridge run does
+        listener = rt.sources["mllp"]
+        # spawn, not fork: this process runs the listener's threads
+        ctx = mp.get_context("spawn")
+        ready, go, start, results = ctx.Barrier(senders + 1), ctx.Event(), ctx.Value("d", 0.0), ctx.Queue()
+        spacing = 1 / target_rate if target_rate > 0 else 0.0
+        procs = [ctx.Process(target=_send, args=(k, listener.port, msgs[k::senders], spacing * senders, spacing * k,
+                                                ready, go, start, results), daemon=True) for k in range(senders)]
+        for p in procs:
+            p.start()
+        ready.wait(120)
+        start.value = time.monotonic() + 0.05
+        go.set()
+        before = {pid: _cpu([pid]) for pid in (_pg_backends(rt) if rt.db.is_postgres else [])}
+        groups, cpu = listener.status.extra["groups"], time.process_time()
+        done = [results.get(timeout=600) for _ in procs]
+        cpu = time.process_time() - cpu
+        # a backend opened during the run counts from 0; one closed during it is not seen (the pool keeps them)
+        pg_cpu = sum(_cpu([pid]) - before.get(pid, 0.0) for pid in _pg_backends(rt)) if rt.db.is_postgres else 0.0
+        groups = listener.status.extra["groups"] - groups
+        for p in procs:
+            p.join(10)
+    finally:  # a failed run still stops the listener (and its connections, before the schema is dropped)
+        rt.stop()
+        rt.db.dispose()
+    took = max(end for _lat, _codes, end, _used in done) - start.value
     # the senders' own CPU while sending (start-up left out): on the same two cores as bridge
     senders_cpu = sum(used for _lat, _codes, _end, used in done)
     codes: dict[str, int] = {}
-    for _lat, got, _end, _cpu in done:
+    for _lat, got, _end, _used in done:
         for code, n in got.items():
             codes[code] = codes.get(code, 0) + n
-    lat = sorted(x for sub, _codes, _end, _cpu in done for x in sub)
+    lat = sorted(x for sub, _codes, _end, _used in done for x in sub)
     p50 = statistics.median(lat) * 1000
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
     target = f"target {target_rate:,.0f}/s" if target_rate > 0 else "closed loop"
