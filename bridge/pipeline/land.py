@@ -22,6 +22,7 @@ metadata here: nothing builds a path from them.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import hashlib
@@ -35,12 +36,11 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import Connection, bindparam, exc, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, exc, insert, select
 
 from bridge.db import Database, utcnow
 from bridge.db.tables import inbound_files
@@ -327,9 +327,7 @@ def land_many(db: Database, archive: Archive, *, channel: str, units: Sequence[U
     # a caller that commits the group in its own transaction (``conn``) reports its outcome instead
     log_level = logging.DEBUG if conn is not None else logging.INFO
     with contextlib.nullcontext(conn) if conn is not None else db.write() as conn:
-        originals: dict[str, int] = {}
-        for sha_, id_ in conn.execute(sql.originals, {"channel": channel, "shas": sorted(set(shas))}):
-            originals[sha_] = id_
+        originals = _originals(conn, db.is_postgres, channel, sorted(set(shas)))
         # the first unit with bytes not seen before becomes their original; every other unit a duplicate
         fresh: dict[str, dict[str, Any]] = {}
         for row in rows:
@@ -341,9 +339,11 @@ def land_many(db: Database, archive: Archive, *, channel: str, units: Sequence[U
             if lease is not None:
                 params = [{**row, "status": "processing", "claimed_by": lease[0], "claimed_until": lease[1],
                            "attempts": 1} for row in params]
-            for got in conn.execute(sql.insert_originals, params):
-                new_ids[got.sha256] = got.id
-                claimed[got.sha256] = got
+            new_ids = _insert_originals(conn, db.is_postgres, params)
+            if lease is not None:
+                # the claimed rows as the database now holds them, built from what went in (no read back)
+                claimed = {p["sha256"]: LandedRow(**{**_DEFAULTS, **p, "id": new_ids[p["sha256"]]})
+                           for p in params if p["sha256"] in new_ids}
             originals.update(new_ids)
             for sha in fresh.keys() - new_ids.keys():
                 # another process landed these bytes between the select and the insert
@@ -364,18 +364,76 @@ def land_many(db: Database, archive: Archive, *, channel: str, units: Sequence[U
     return landed
 
 
+#: an ``inbound_files`` row as :func:`land_many` landed it, leased (``Landed.row``): every column, by name
+LandedRow = collections.namedtuple("LandedRow", [c.name for c in inbound_files.c])  # type: ignore[misc]
+#: the columns a landed original leaves to the table's defaults (tests/pipeline hold them to the schema's)
+_DEFAULTS: dict[str, Any] = {"duplicate_of": None, "message_count": 0, "record_count": 0, "failure_count": 0,
+                             "progress": -1, "attempts": 0, "claimed_by": None, "claimed_until": None,
+                             "processed_at": None, "error": None}
+
+# An MLLP group's two landing statements, at driver level with a text that does not vary with the
+# group's size: SQLAlchemy's expanding IN and its multi-row INSERT ... RETURNING of every column (with
+# each value's bind and result processing) cost more than the statements; on PostgreSQL a varying
+# text is also parsed and planned anew each time, where a fixed one is prepared once per connection.
+_INSERT_COLS = ("channel", "name", "sha256", "size", "received_at", "origin", "status", "parent_id",
+                "correlation_id", "pack", "pack_offset", "attempts", "claimed_by", "claimed_until")
+_INSERT_PG_TYPES = ("text", "text", "text", "bigint", "timestamptz", "text", "text", "bigint",
+                    "text", "text", "bigint", "int", "text", "timestamptz")
+_ON_CONFLICT = "ON CONFLICT (channel, sha256) WHERE duplicate_of IS NULL DO NOTHING RETURNING sha256, id"
+_PG_INSERT_ORIGINALS = (
+    f"INSERT INTO inbound_files ({', '.join(_INSERT_COLS)}) SELECT {', '.join(_INSERT_COLS)} "
+    f"FROM unnest({', '.join(f'%b::{t}[]' for t in _INSERT_PG_TYPES)}) WITH ORDINALITY "
+    f"AS u({', '.join(_INSERT_COLS)}, ord) ORDER BY ord {_ON_CONFLICT}"
+)
+_SQLITE_INSERT_ORIGINALS = (f"INSERT INTO inbound_files ({', '.join(_INSERT_COLS)}) VALUES {{values}} {_ON_CONFLICT}")
+_SQLITE_ROW = f"({', '.join('?' * len(_INSERT_COLS))})"
+_PG_ORIGINALS = ("SELECT sha256, id FROM inbound_files "
+                 "WHERE channel = %s AND sha256 = ANY(%s::text[]) AND duplicate_of IS NULL")
+_SQLITE_ORIGINALS = ("SELECT sha256, id FROM inbound_files "
+                     "WHERE channel = ? AND sha256 IN ({marks}) AND duplicate_of IS NULL")
+#: rows per statement on SQLite (its limit on bound values is 32,766)
+_SQLITE_CHUNK = 500
+
+
+def _originals(conn: Connection, postgres: bool, channel: str, shas: list[str]) -> dict[str, int]:
+    """The ids of the originals (landed before on ``channel``) of these sha256s."""
+    if postgres:
+        return dict(conn.exec_driver_sql(_PG_ORIGINALS, (channel, shas)).all())
+    found: dict[str, int] = {}
+    for i in range(0, len(shas), _SQLITE_CHUNK):
+        chunk = shas[i : i + _SQLITE_CHUNK]
+        sql = _SQLITE_ORIGINALS.format(marks=", ".join("?" * len(chunk)))
+        found.update(conn.exec_driver_sql(sql, (channel, *chunk)).all())
+    return found
+
+
+def _insert_originals(conn: Connection, postgres: bool, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Insert the rows of new originals; the ids of those inserted (not of bytes another process landed
+    first), by sha256."""
+    if postgres:
+        columns = tuple([row.get(c, _DEFAULTS.get(c)) for row in rows] for c in _INSERT_COLS)
+        return dict(conn.exec_driver_sql(_PG_INSERT_ORIGINALS, columns).all())
+    new_ids: dict[str, int] = {}
+    for i in range(0, len(rows), _SQLITE_CHUNK):
+        chunk = rows[i : i + _SQLITE_CHUNK]
+        # timestamps as SQLAlchemy's SQLite DATETIME stores them: naive UTC text, microseconds
+        values = tuple(_sqlite_value(row.get(c, _DEFAULTS.get(c))) for row in chunk for c in _INSERT_COLS)
+        sql = _SQLITE_INSERT_ORIGINALS.format(values=", ".join([_SQLITE_ROW] * len(chunk)))
+        new_ids.update(conn.exec_driver_sql(sql, values).all())
+    return new_ids
+
+
+def _sqlite_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+    return value
+
+
 class _GroupStatements:
-    """``land_many``'s statements, built once per backend (building one costs more than running it)."""
+    """``land_many``'s statements of the rare path, built once per backend (building one costs more than running it)."""
 
     def __init__(self, postgres: bool) -> None:
-        f = inbound_files.c
-        self.originals = select(f.sha256, f.id).where(
-            f.channel == bindparam("channel"), f.sha256.in_(bindparam("shas", expanding=True)),
-            f.duplicate_of.is_(None))
-        self.insert_originals = (postgresql.insert if postgres else sqlite.insert)(inbound_files).on_conflict_do_nothing(
-            index_elements=["channel", "sha256"], index_where=f.duplicate_of.is_(None),
-        ).returning(*inbound_files.c)
-        self.insert_duplicates = insert(inbound_files).returning(f.id, sort_by_parameter_order=True)
+        self.insert_duplicates = insert(inbound_files).returning(inbound_files.c.id, sort_by_parameter_order=True)
 
 
 @functools.cache

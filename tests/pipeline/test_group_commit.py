@@ -181,6 +181,12 @@ def test_units_landed_with_a_lease_are_processed_by_its_holder_only(db: Database
     new, dup = got
     assert new.row is not None and new.row.status == "processing" and new.row.claimed_by == proc.owner
     assert dup.duplicate_of == before.inbound_id and dup.row is None  # a duplicate is never claimed
+    # the claimed row is built from what was inserted, not read back: it is what the database holds, column
+    # for column (the table's defaults included)
+    with db.read() as conn:
+        stored = conn.execute(select(inbound_files).where(inbound_files.c.id == new.inbound_id)).one()
+    assert new.row._asdict() == stored._asdict()
+    assert (new.row.progress, new.row.attempts, new.row.origin) == (-1, 1, "")
     other = Processor(db, archive, proc.channels, owner="someone-else")
     assert other.claim(new.inbound_id) is None and other.run_once() is not None  # only the old file is free
     results = proc.process_many([new.inbound_id], claimed=[new.row], data={new.inbound_id: dft_p03("LEASE-1")})
