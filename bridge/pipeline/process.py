@@ -680,6 +680,10 @@ class _Statistics:
     sha256 = ANY($2)``) used only ``channel`` of the unique index and filtered
     every landed row of the channel (2.7 ms at 4,000 messages, against 0.05 ms
     once analyzed).
+
+    The ANALYZE runs in a thread of its own, one at a time, not in the caller's:
+    it took 20 ms at 5,000 records and 280 ms at 115,000, and an MLLP group's
+    ACKs waited for it (PostgreSQL p99 at 1,000 messages/s: 182 ms over 50,000).
     """
 
     TABLES = "inbound_files, records, message_keys"
@@ -688,18 +692,37 @@ class _Statistics:
         self._lock = threading.Lock()
         self._since = 0
         self._size = 0
+        self._running: threading.Thread | None = None
 
     def grown(self, db: Database, inserted: int) -> None:
         with self._lock:
             self._since += inserted
-            if self._since < max(_ANALYZE_MIN, self._size // 2):
+            if self._running is not None or self._since < max(_ANALYZE_MIN, self._size // 2):
                 return
             self._since = 0
+            self._running = threading.Thread(target=self._analyze, args=(db,), name="bridge-analyze", daemon=True)
+            self._running.start()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Until the ANALYZE running now (if any) is done."""
+        running = self._running
+        if running is not None:
+            running.join(timeout)
+
+    def _analyze(self, db: Database) -> None:
+        try:
             with db.write() as conn:
                 conn.exec_driver_sql(f"ANALYZE {self.TABLES}")
-                self._size = int(conn.exec_driver_sql(
+                size = int(conn.exec_driver_sql(
                     "SELECT reltuples FROM pg_class WHERE oid = 'records'::regclass").scalar_one())
-        log.info("statistics refreshed", extra={"tables": self.TABLES, "records": self._size})
+            with self._lock:
+                self._size = size
+            log.info("statistics refreshed", extra={"tables": self.TABLES, "records": size})
+        except Exception as exc:  # noqa: BLE001 - autovacuum still analyzes, later; the next growth tries again
+            log.warning("statistics refresh failed", extra={"tables": self.TABLES, "error": type(exc).__name__})
+        finally:
+            with self._lock:
+                self._running = None
 
 
 @functools.cache

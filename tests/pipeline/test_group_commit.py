@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
+import time
 from pathlib import Path
 
 import orjson
@@ -223,10 +225,24 @@ def test_postgresql_plans_a_groups_lookups_on_fresh_statistics(pg_db: Database, 
         landed = land_many(pg_db, archive, channel="mllp", units=units, lease=proc.lease(), conn=conn)
         results, inserted = proc.process_in(conn, [x.row for x in landed], {x.inbound_id: u.data
                                                                           for x, u in zip(landed, units, strict=True)})
-    proc.committed(inserted)
     assert inserted == 120 and {r.status for r in results.values()} == {"processed"}
-    with pg_db.read() as conn:
-        tuples = dict(conn.exec_driver_sql(
+    assert reltuples(pg_db) == {"inbound_files": -1, "records": -1, "message_keys": -1}  # never analyzed
+    # the refresh runs beside the caller: an MLLP group's ACKs do not wait for it. Here it waits for a
+    # lock another transaction holds (ANALYZE's own lock mode), while the caller goes on
+    with pg_db.engine.connect() as other, other.begin():
+        other.exec_driver_sql("LOCK TABLE records IN SHARE UPDATE EXCLUSIVE MODE")
+        caller = threading.Thread(target=proc.committed, args=(inserted,))
+        caller.start()
+        caller.join(5)
+        assert not caller.is_alive(), "committed() waited for the ANALYZE"
+        time.sleep(0.3)
+        assert reltuples(pg_db)["records"] == -1  # still waiting for the lock
+    process_module._statistics(pg_db.url).wait(30)
+    assert reltuples(pg_db) == {"inbound_files": 40, "records": 120, "message_keys": 40}
+
+
+def reltuples(db: Database) -> dict[str, float]:
+    with db.read() as conn:
+        return dict(conn.exec_driver_sql(  # type: ignore[arg-type]
             "SELECT relname, reltuples FROM pg_class WHERE relnamespace = current_schema()::regnamespace "
             "AND relname IN ('inbound_files', 'records', 'message_keys')").all())
-    assert tuples == {"inbound_files": 40, "records": 120, "message_keys": 40}  # -1 until a table is analyzed
