@@ -371,10 +371,10 @@ _DEFAULTS: dict[str, Any] = {"duplicate_of": None, "message_count": 0, "record_c
                              "progress": -1, "attempts": 0, "claimed_by": None, "claimed_until": None,
                              "processed_at": None, "error": None}
 
-# An MLLP group's two landing statements, at driver level with a text that does not vary with the
-# group's size: SQLAlchemy's expanding IN and its multi-row INSERT ... RETURNING of every column (with
-# each value's bind and result processing) cost more than the statements; on PostgreSQL a varying
-# text is also parsed and planned anew each time, where a fixed one is prepared once per connection.
+# An MLLP group's two landing statements, at driver level: SQLAlchemy's expanding IN and its multi-row
+# INSERT ... RETURNING of every column (with each value's bind and result processing) cost more than the
+# statements. On PostgreSQL their text does not vary with the group's size (arrays), so each is prepared
+# once per connection instead of parsed and planned per group; SQLite's driver caches one per group size.
 _INSERT_COLS = ("channel", "name", "sha256", "size", "received_at", "origin", "status", "parent_id",
                 "correlation_id", "pack", "pack_offset", "attempts", "claimed_by", "claimed_until")
 _INSERT_PG_TYPES = ("text", "text", "text", "bigint", "timestamptz", "text", "text", "bigint",
@@ -385,7 +385,7 @@ _PG_INSERT_ORIGINALS = (
     f"FROM unnest({', '.join(f'%b::{t}[]' for t in _INSERT_PG_TYPES)}) WITH ORDINALITY "
     f"AS u({', '.join(_INSERT_COLS)}, ord) ORDER BY ord {_ON_CONFLICT}"
 )
-_SQLITE_INSERT_ORIGINALS = (f"INSERT INTO inbound_files ({', '.join(_INSERT_COLS)}) VALUES {{values}} {_ON_CONFLICT}")
+_SQLITE_INSERT_ORIGINALS = f"INSERT INTO inbound_files ({', '.join(_INSERT_COLS)}) VALUES {{values}} {_ON_CONFLICT}"
 _SQLITE_ROW = f"({', '.join('?' * len(_INSERT_COLS))})"
 _PG_ORIGINALS = ("SELECT sha256, id FROM inbound_files "
                  "WHERE channel = %s AND sha256 = ANY(%s::text[]) AND duplicate_of IS NULL")
