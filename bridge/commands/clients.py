@@ -10,26 +10,17 @@ import argparse
 import sys
 from typing import Any
 
+from bridge.commands.common import database
+
 __all__ = ["register"]
-
-
-def _db(args: Any) -> Any:
-    from bridge.db import Database
-
-    db = Database(args.settings().database_url)
-    db.upgrade()
-    return db
 
 
 def _add(args: Any) -> int:
     from bridge.api.keys import create_client
 
-    db = _db(args)
-    try:
+    with database(args) as db:
         scopes = [s for s in args.scopes.split(",") if s.strip()]
         client_id, key = create_client(db, args.name, scopes, args.rate_limit)
-    finally:
-        db.dispose()
     print(f"client {args.name!r} created (id {client_id}, scopes {','.join(sorted(set(s.strip() for s in scopes)))})")
     print(key)
     print("warning: this key is shown only once and is not stored; keep it now", file=sys.stderr)
@@ -43,11 +34,8 @@ def _fmt(value: Any) -> str:
 def _list(args: Any) -> int:
     from bridge.api.keys import list_clients
 
-    db = _db(args)
-    try:
+    with database(args) as db:
         clients = list_clients(db)
-    finally:
-        db.dispose()
     print(f"{'NAME':<24} {'PREFIX':<12} {'STATUS':<8} {'RATE/MIN':<9} {'LAST USED':<21} SCOPES")
     for c in clients:
         rate = str(c.rate_limit_per_minute) if c.rate_limit_per_minute else "-"
@@ -60,11 +48,8 @@ def _list(args: Any) -> int:
 def _revoke(args: Any) -> int:
     from bridge.api.keys import revoke_client
 
-    db = _db(args)
-    try:
+    with database(args) as db:
         client = revoke_client(db, args.name)
-    finally:
-        db.dispose()
     print(f"client {client.name!r} revoked at {_fmt(client.revoked_at)}")
     return 0
 

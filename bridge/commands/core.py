@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import getpass
 import json
 import sys
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ from typing import Any
 import orjson
 from sqlalchemy import func, insert, select
 
-from bridge.commands.ops import _db
+from bridge.commands.common import actor, database
 from bridge.db import utcnow
 from bridge.db.tables import audit_log, failures, inbound_files
 from bridge.errors import BridgeError, ConfigError
@@ -144,14 +143,14 @@ def _ingest(args: argparse.Namespace, runtime: Any) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    with _db(args):
+    with database(args):
         print("database is at the latest schema")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = args.settings()
-    with _db(args) as db, db.read() as conn:
+    with database(args) as db, db.read() as conn:
         files = conn.execute(
             select(inbound_files.c.channel, inbound_files.c.status, func.count())
             .group_by(inbound_files.c.channel, inbound_files.c.status)
@@ -190,7 +189,7 @@ def cmd_failures_list(args: argparse.Namespace) -> int:
     conds = _failure_filter(args)
     if args.status != "all":
         conds.append(failures.c.status == args.status)
-    with _db(args) as db, db.read() as conn:
+    with database(args) as db, db.read() as conn:
         rows = conn.execute(
             select(failures, inbound_files.c.name).join(inbound_files, inbound_files.c.id == failures.c.inbound_id)
             .where(*conds).order_by(failures.c.id.desc()).limit(args.limit)
@@ -227,7 +226,7 @@ def _failure_doc(r: Any) -> dict[str, Any]:
 
 
 def cmd_failures_show(args: argparse.Namespace) -> int:
-    with _db(args) as db, db.read() as conn:
+    with database(args) as db, db.read() as conn:
         r = conn.execute(
             select(failures, inbound_files.c.name).join(inbound_files, inbound_files.c.id == failures.c.inbound_id)
             .where(failures.c.id == args.id)
@@ -277,7 +276,7 @@ def _reprocess(args: argparse.Namespace, runtime: Any) -> int:
         still += result.failures
     with db.write() as conn:
         conn.execute(insert(audit_log).values(
-            at=utcnow(), actor=f"cli:{getpass.getuser()}", action="failures.reprocess",
+            at=utcnow(), actor=actor(), action="failures.reprocess",
             target=str(args.id) if args.id is not None else "filter", reason=args.reason or None,
             details=orjson.dumps({"files": len(by_file), "messages": len(rows), "resolved": resolved,
                                   "failed_again": still, "busy": busy}).decode()))

@@ -9,25 +9,16 @@ that group. ``bridge replay`` is the relay's (:mod:`bridge.commands.relay`).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import getpass
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from bridge import ops
+from bridge.commands.common import actor, database
 from bridge.db import Database
 
 __all__ = ["register"]
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli:unknown"
 
 
 def register(sub: Any) -> None:
@@ -71,18 +62,8 @@ def register(sub: Any) -> None:
             sp.set_defaults(func=cmd_set_status, status="resolved" if action == "resolve" else "ignored")
 
 
-@contextlib.contextmanager
-def _db(args: argparse.Namespace) -> Iterator[Database]:
-    db = Database(args.settings().database_url)
-    try:
-        db.upgrade()
-        yield db
-    finally:
-        db.dispose()
-
-
 def cmd_list(args: argparse.Namespace) -> int:
-    with _db(args) as db:
+    with database(args) as db:
         rows = ops.crosswalk_search(db, args.kind, args.search, active=False if args.inactive else None,
                                     limit=args.limit)
     if args.json:
@@ -100,7 +81,7 @@ def _report(args: argparse.Namespace, db: Database, out: dict[str, Any]) -> int:
     print(f"{out['count']} {out['kind']} entries saved; they fix {out['fixes']} open failures")
     if args.reprocess and out["fixes"]:
         ctx = ops.OpsContext.from_settings(args.settings(), db)
-        s = ops.reprocess_fixed(ctx, out["kind"], out["codes"], actor=_actor(), reason=args.reason or None)
+        s = ops.reprocess_fixed(ctx, out["kind"], out["codes"], actor=actor(), reason=args.reason or None)
         assert isinstance(s, ops.ReprocessSummary)
         print(f"reprocessed {s.messages} messages in {s.files} files: {s.resolved} resolved, "
               f"{s.failed_again} failed again" + (f", {s.busy} files busy" if s.busy else ""))
@@ -109,10 +90,10 @@ def _report(args: argparse.Namespace, db: Database, out: dict[str, Any]) -> int:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    with _db(args) as db:
+    with database(args) as db:
         out = ops.crosswalk_add(db, args.kind, [{"source_code": args.source_code, "target_code": args.target_code,
                                                  "description": args.description}],
-                                actor=_actor(), reason=args.reason or None)
+                                actor=actor(), reason=args.reason or None)
         return _report(args, db, out)
 
 
@@ -122,21 +103,21 @@ def cmd_import(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"{args.path}: cannot read: {exc.strerror}", file=sys.stderr)
         return 1
-    with _db(args) as db:
-        out = ops.crosswalk_import(db, args.kind, text, actor=_actor(), reason=args.reason or None,
+    with database(args) as db:
+        out = ops.crosswalk_import(db, args.kind, text, actor=actor(), reason=args.reason or None,
                                    where=str(args.path))
         return _report(args, db, out)
 
 
 def cmd_deactivate(args: argparse.Namespace) -> int:
-    with _db(args) as db:
-        ops.crosswalk_deactivate(db, args.kind, args.source_code, actor=_actor(), reason=args.reason or None)
+    with database(args) as db:
+        ops.crosswalk_deactivate(db, args.kind, args.source_code, actor=actor(), reason=args.reason or None)
     print(f"{args.kind} {args.source_code} deactivated")
     return 0
 
 
 def cmd_set_status(args: argparse.Namespace) -> int:
-    with _db(args) as db:
-        ops.set_failure_status(db, args.id, args.status, actor=_actor(), reason=args.reason)
+    with database(args) as db:
+        ops.set_failure_status(db, args.id, args.status, actor=actor(), reason=args.reason)
     print(f"failure #{args.id} {args.status}")
     return 0

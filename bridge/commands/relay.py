@@ -14,7 +14,7 @@ import threading
 from datetime import datetime
 from typing import Any
 
-from bridge.commands.ops import _actor, _db
+from bridge.commands.common import actor, database
 from bridge.errors import ConfigError
 
 __all__ = ["register"]
@@ -65,7 +65,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
 
     settings = args.settings()
     config = settings.relay if args.workers is None else settings.relay.model_copy(update={"workers": args.workers})
-    with _db(args) as db:
+    with database(args) as db:
         relay = Relay(db, settings.destinations, config)
         if not relay.targets:
             raise ConfigError("destinations", "no enabled destination is configured")
@@ -85,7 +85,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from outbox.relay import destination_status
 
     settings = args.settings()
-    with _db(args) as db:
+    with database(args) as db:
         rows = destination_status(db, settings.destinations)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -102,8 +102,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_pause(args: argparse.Namespace) -> int:
     from outbox.relay import pause
 
-    with _db(args) as db:
-        pause(db, args.name, args.reason, known=args.settings().destinations, actor=_actor())
+    with database(args) as db:
+        pause(db, args.name, args.reason, known=args.settings().destinations, actor=actor())
     print(f"paused {args.name}")
     return 0
 
@@ -111,8 +111,8 @@ def cmd_pause(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from outbox.relay import resume
 
-    with _db(args) as db:
-        resume(db, args.name, known=args.settings().destinations, actor=_actor())
+    with database(args) as db:
+        resume(db, args.name, known=args.settings().destinations, actor=actor())
     print(f"resumed {args.name}")
     return 0
 
@@ -123,8 +123,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     settings = args.settings()
     if args.destination not in settings.destinations:
         raise ConfigError(f"destinations.{args.destination}", "no such destination is configured")
-    with _db(args) as db:
+    with database(args) as db:
         n = replay(db, args.destination, event_type=args.event_type, key=args.key, since=args.since,
-                   until=args.until, status=args.status, actor=_actor(), reason=args.reason)
+                   until=args.until, status=args.status, actor=actor(), reason=args.reason)
     print(f"{n} deliveries to {args.destination} queued again")
     return 0

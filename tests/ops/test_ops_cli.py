@@ -68,3 +68,25 @@ def test_commands_run_in_process_leave_no_connection_open(db: Database, settings
             gc.collect()
     capsys.readouterr()
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_a_user_without_a_passwd_entry_is_audited_as_cli_unknown(db: Database, settings: Settings, ingest,
+                                                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """In a container whose uid has no passwd entry ``getpass.getuser()`` raises: the reprocess still runs and is
+    audited (it wrote the audit row after the work, so the command died with the messages reprocessed)."""
+    ingest(rows(["903"]), "nobody.csv")
+    config = tmp_path / "bridge.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json", exclude_defaults=True)))
+
+    def no_user() -> str:
+        raise KeyError("getpwuid(): uid not found: 4242")
+
+    monkeypatch.setattr("getpass.getuser", no_user)
+    with db.read() as conn:
+        [failure_id] = conn.execute(select(failures.c.id).where(failures.c.status == "open")).scalars().all()
+    assert main(["-c", str(config), "failures", "reprocess", str(failure_id), "--reason", "retry"]) == 1  # fails again
+    assert "reprocessed 1 failed messages" in capsys.readouterr().out
+    with db.read() as conn:
+        actors = conn.execute(select(audit_log.c.actor).where(audit_log.c.action == "failures.reprocess")).scalars().all()
+    assert actors == ["cli:unknown"]
