@@ -63,7 +63,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_send_850(args: argparse.Namespace) -> int:
-    from bridge.db import Database
+    from bridge.commands.common import database
     from mappings.canonical import PurchaseOrder
     from outbox.x12_outbound import emit_850
 
@@ -80,11 +80,7 @@ def cmd_send_850(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"{args.path}: not a PurchaseOrder: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
-    db = Database(settings.database_url)
-    try:
-        with db.write() as conn:
-            draft = emit_850(db, conn, po, args.partner, partner)
-    finally:
-        db.dispose()
+    with database(args) as db, db.write() as conn:
+        draft = emit_850(db, conn, po, args.partner, partner)
     print(f"queued {draft.payload['filename']} (interchange {draft.payload['interchange_control']})")
     return 0
