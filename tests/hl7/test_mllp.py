@@ -223,6 +223,34 @@ def test_frame_without_end_block_is_dropped_and_idle_connection_closed(rt: Runti
     assert rt.sources["dft"].status.extra["incomplete_frames"] >= 2
 
 
+def test_a_stalled_or_slow_sender_does_not_hold_up_the_others(rt: Runtime) -> None:
+    """One engine stops in the middle of a frame, another trickles its message in over 1.5 s: a third,
+    on the same listener, still gets each ACK at once (each connection is read on its own, and a
+    gathering group waits at most group_wait for a connection that has no message in)."""
+    trickled: list[tuple[str, str]] = []
+    with raw_connect(rt, "dft_aa") as stalled, raw_connect(rt, "dft_aa") as slow:
+        stalled.sendall(SB + dft_p03("STALLED")[:200])  # and nothing more
+
+        def trickle() -> None:
+            data = SB + dft_p03("TRICKLE") + EB + CR
+            for i in range(0, len(data), len(data) // 15 + 1):
+                slow.sendall(data[i : i + len(data) // 15 + 1])
+                time.sleep(0.1)
+            trickled.append(msa(recv_frame(slow))[:2])
+
+        sender = threading.Thread(target=trickle)
+        sender.start()
+        started = time.monotonic()
+        with MLLPClient("127.0.0.1", port(rt, "dft_aa")) as client:
+            acks = [msa(client.send_message(dft_p03(f"PROMPT{i}")))[:2] for i in range(20)]
+        took = time.monotonic() - started
+        assert acks == [("AA", f"PROMPT{i}") for i in range(20)]
+        assert took < 1.0 and not trickled, f"20 messages took {took:.2f} s beside a stalled and a slow sender"
+        sender.join(30)
+        assert trickled == [("AA", "TRICKLE")]
+    assert landed(rt, "STALLED") == [] and len(charges(rt, "TRICKLE")) == 3
+
+
 def test_fifty_megabyte_message_is_ar_and_not_landed(rt: Runtime) -> None:
     with rt.db.read() as conn:
         before = conn.execute(select(func.count()).select_from(inbound_files)).scalar_one()
