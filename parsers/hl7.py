@@ -616,7 +616,7 @@ def split_messages(stream: BinaryIO, *, max_bytes: int | None = None) -> Iterato
         yield kind, current, size
 
 
-def _encoding_from_msh(msh: bytes) -> Encoding:
+def encoding_from_msh(msh: bytes) -> Encoding:
     """Read MSH-1/MSH-2 or raise ParseError (the position is added by the caller)."""
     if len(msh) < 8:
         raise ParseError("MSH is truncated: it ends before MSH-2 (encoding characters)")
@@ -740,7 +740,7 @@ class HL7Parser(base.Parser):
         enc = _ENCODINGS.get(key) if key is not None else None
         if enc is None:
             try:
-                enc = _encoding_from_msh(msh)
+                enc = encoding_from_msh(msh)
             except ParseError as exc:
                 pos = Position(file=name, message=index, segment="MSH", segment_index=1,
                                field="MSH-1" if "MSH-1" in exc.reason else "MSH-2")

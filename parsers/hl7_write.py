@@ -27,9 +27,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal
 
-from bridge.errors import InputError, Position
+from bridge.errors import InputError, ParseError, Position
 from mappings.canonical import Charge
-from parsers.hl7 import DEFAULT_ENCODING, Encoding
+from parsers.hl7 import DEFAULT_ENCODING, Encoding, encoding_from_msh
 
 __all__ = ["AckCode", "AckHeader", "build_ack", "build_dft_p03", "header_from_bytes"]
 
@@ -92,26 +92,45 @@ def header_from_bytes(data: bytes) -> AckHeader | None:
         if 0 <= at < end:
             end = at
     msh = data[start:end][:4096].decode("ascii", errors="replace")
+    if len(msh) < 4:  # the segment ends right after its name
+        return None
     fs = msh[3]
     if fs.isalnum() or fs.isspace():
         return None
     parts = msh.split(fs)
-    msh2 = parts[1] if len(parts) > 1 else ""
-    enc = DEFAULT_ENCODING
-    if 4 <= len(msh2) <= 5 and len(set(msh2 + fs)) == len(msh2) + 1:
-        enc = Encoding(fs, msh2[0], msh2[1], msh2[2], msh2[3], msh2[4] if len(msh2) > 4 else None)
+    try:
+        own: Encoding | None = encoding_from_msh(data[start:end])  # the parser's own rule
+    except ParseError:
+        own = None
+    # MSH-2 unreadable: the standard encoding characters, with the message's field separator if printable
+    enc = _ack_encoding(own or (Encoding(fs) if " " < fs <= "~" else DEFAULT_ENCODING))
+    # values go back as they came when the ACK speaks the message's delimiters; otherwise without the ACK's
+    unsafe = _SAFE if enc is own else re.compile(f"[^\\x20-\\x7e]|[{re.escape(enc.field + enc.msh2)}]")
 
     def get(n: int, comp: int | None = 1) -> str:
         raw = parts[n - 1] if n - 1 < len(parts) else ""
         if comp is not None:
-            raw = raw.split(enc.component)[comp - 1] if raw else ""
-        return _SAFE.sub("", raw)[:64]
+            # MSH-9 may come without its trigger (``ADT``), or without the component separator at all
+            comps = raw.split((own or enc).component)
+            raw = comps[comp - 1] if comp <= len(comps) else ""
+        return unsafe.sub("", raw)[:64]
 
     return AckHeader(
         sending_application=get(3, None), sending_facility=get(4, None), receiving_application=get(5, None),
         receiving_facility=get(6, None), trigger=get(9, 2), control_id=get(10, None),
         processing_id=get(11) or "P", version=get(12) or "2.5.1", encoding=enc,
     )
+
+
+def _ack_encoding(enc: Encoding) -> Encoding:
+    """The delimiters an ACK uses for a message with ``enc``: the message's own, when they are a full set of
+    distinct characters. A short MSH-2 (``~\\&``, no subcomponent) leaves the parser defaults that may clash
+    with the given ones; the ACK then uses the standard ``^~\\&`` with the message's field separator, or
+    ``|^~\\&`` where even that clashes."""
+    chars = enc.field + enc.component + enc.repetition + enc.escape + enc.subcomponent
+    if len(enc.escape) == 1 and len(set(chars)) == 5:
+        return enc
+    return Encoding(enc.field) if enc.field not in DEFAULT_ENCODING.msh2 else DEFAULT_ENCODING
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:

@@ -430,6 +430,10 @@ class MllpSource(Source):
         except RuntimeError:  # the pool no longer takes work: the listener is stopping
             acks = [self._ack(header_from_bytes(message), "AE", reason="listener is stopping; resend later",
                               kind="internal") for message, _origin, _fut in group]
+        except Exception as exc:  # noqa: BLE001 - a bug outside the group's own guard: still answer every sender
+            log.error("mllp group failed", extra={"channel": self.channel, "error": type(exc).__name__})
+            acks = [self._ack(None, "AE", reason="message could not be handled; resend later", kind="internal")
+                    for _message, _origin, _fut in group]
         finally:
             self._slots.release()
         for (_message, _origin, fut), ack in zip(group, acks, strict=True):

@@ -251,6 +251,34 @@ def test_a_stalled_or_slow_sender_does_not_hold_up_the_others(rt: Runtime) -> No
     assert landed(rt, "STALLED") == [] and len(charges(rt, "TRICKLE")) == 3
 
 
+def test_a_message_type_without_trigger_is_answered(rt: Runtime) -> None:
+    """MSH-9 ``DFT`` alone: reading the ACK's header once raised IndexError outside the group's guard, and
+    every sender of that group waited for an answer that never came."""
+    with raw_connect(rt) as s:
+        s.settimeout(10)
+        s.sendall(SB + dft_p03("NOTRIG").replace(b"DFT^P03^DFT_P03", b"DFT").replace(b"DFT^P03", b"DFT") + EB + CR)
+        code, ctl, _segs = msa(recv_frame(s))
+        assert code in ("AE", "AR") and ctl == "NOTRIG"
+        s.sendall(SB + dft_p03("AFTERNOTRIG") + EB + CR)
+        assert msa(recv_frame(s))[:2] == ("AA", "AFTERNOTRIG")
+
+
+def test_every_sender_of_a_group_is_answered_whatever_fails(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure outside the group's own guard (here: reading the ACK's header) still answers each sender AE."""
+    from bridge.sources import mllp
+
+    def broken(data: bytes) -> None:
+        raise IndexError("a bug")
+
+    monkeypatch.setattr(mllp, "header_from_bytes", broken)
+    with raw_connect(rt) as s:
+        s.settimeout(10)
+        s.sendall(SB + dft_p03("BUGGY") + EB + CR)
+        code, _ctl, segs = msa(recv_frame(s))
+    assert code == "AE" and "resend later" in segs["MSA"][3]
+    assert landed(rt, "BUGGY") == []  # nothing stored: the sender keeps it and resends
+
+
 def test_fifty_megabyte_message_is_ar_and_not_landed(rt: Runtime) -> None:
     with rt.db.read() as conn:
         before = conn.execute(select(func.count()).select_from(inbound_files)).scalar_one()

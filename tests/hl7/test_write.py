@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -14,6 +15,7 @@ from mappings.canonical import Charge
 from parsers.hl7 import parse_message
 from parsers.hl7_write import build_ack, build_dft_p03, header_from_bytes
 from tests.hl7.messages import SAMPLES, dft_p03
+from tests.hl7.test_fuzz import mutate
 
 
 def strict(text: str) -> None:
@@ -58,6 +60,54 @@ def test_ack_for_unreadable_bytes() -> None:
     hl7apy_parse(text, validation_level=VALIDATION_LEVEL.STRICT)
     ack = parse_message(text)
     assert (ack.value("MSA-1"), ack.value("MSA-2"), ack.value("ERR-3")) == ("AR", "", "102")
+
+
+@pytest.mark.parametrize(("msh", "trigger", "control", "delimiters"), [
+    # MSH-9 without its trigger event
+    (b"MSH|^~\\&|BILLSYS|GENHOSP|BRIDGE|ERP|20261126||DFT|NOTRIG1|P|2.5.1", "", "NOTRIG1", "|^~\\&"),
+    # MSH-2 without the component separator: MSH-9 has none either
+    (b"MSH|~\\&|BILLSYS|GENHOSP|BRIDGE|ERP|20261126||DFTP03|NOCOMP1|P|2.5.1", "", "NOCOMP1", "|^~\\&"),
+    # MSH-2 of three characters: the subcomponent the parser defaults to ('&') would be the escape
+    (b"MSH|^~&|BILLSYS|GENHOSP|BRIDGE|ERP|20261126||DFT^P03|SHORT1|P|2.5.1", "P03", "SHORT1", "|^~\\&"),
+    # '#' separates fields and MSH-2 is not valid: the ACK keeps '#' with the standard MSH-2 ('|' is no delimiter)
+    (b"MSH#^^~\\&#BILL|SYS#GENHOSP#BRIDGE#ERP#20261126##DFT^^P03#PIPE1#P#2.5.1", "", "PIPE1", "#^~\\&"),
+    # '^' separates fields and '|' components: unusual, valid, and kept
+    (b"MSH^|~\\&^BILLSYS^GENHOSP^BRIDGE^ERP^20261126^^DFT|P03^CARET1^P^2.5.1", "P03", "CARET1", "^|~\\&"),
+    # '^' separates fields and MSH-2 is not valid: the standard characters would clash, so all of '|^~\\&'
+    (b"MSH^A~\\&^BILLSYS^GENHOSP^BRIDGE^ERP^20261126^^DFT^CARET2^P^2.5.1", "", "CARET2", "|^~\\&"),
+    # a sender's own valid delimiters are kept
+    (b"MSH#^~\\&#BILLSYS#GENHOSP#BRIDGE#ERP#20261126##DFT^P03#HASH1#P#2.5.1", "P03", "HASH1", "#^~\\&"),
+])
+def test_ack_for_an_odd_msh_is_readable_and_echoes_msh10(msh: bytes, trigger: str, control: str,
+                                                         delimiters: str) -> None:
+    """Shapes an engine really sends (and that once raised IndexError while the ACK's header was read,
+    which left the MLLP senders of that group without any answer)."""
+    header = header_from_bytes(msh + b"\rPID|1||X\r")
+    assert header is not None and (header.trigger, header.control_id) == (trigger, control)
+    for code in ("AA", "AE", "AR"):
+        text = build_ack(header, code, reason="bad | field ^ with & and ~ and \\")
+        assert text[3:8] == delimiters
+        ack = parse_message(text)
+        assert (ack.value("MSA-1"), ack.value("MSA-2")) == (code, control)
+        assert ack.msh.value(5) == ("BILL|SYS" if control == "PIPE1" else "BILLSYS")
+
+
+def test_an_msh_that_ends_after_its_name_gets_an_ack_with_an_empty_msa2() -> None:
+    assert header_from_bytes(b"MSH\r|^~\\&|BILLSYS|GENHOSP\r") is None
+
+
+def test_acks_for_mutated_messages_always_parse() -> None:
+    """2,000 mutated sample messages (the fuzz of tests/hl7/test_fuzz.py): reading the ACK's header never
+    raises, and every ACK reads back with MSA-2 echoing what was read of MSH-10."""
+    samples = [p.read_bytes() for p in sorted(SAMPLES.glob("*.hl7"))]
+    rng = random.Random(11)
+    for _ in range(2000):
+        data = mutate(rng, rng.choice(samples))
+        header = header_from_bytes(data)
+        text = build_ack(header, "AR", error=ParseError("x|y^z~w\\&", Position(segment="PID", field="PID-5")),
+                         error_kind="parse")
+        ack = parse_message(text)
+        assert ack.value("MSA-2") == (header.control_id if header is not None else ""), (data[:120], text)
 
 
 def test_outbound_dft_p03_from_a_charge_is_strictly_valid_and_reads_back() -> None:
