@@ -86,6 +86,11 @@ def _groups(report: InterchangeReport, kind: str) -> list[GroupReport]:
             if g.group.functional_id != "FA" and (g.group.version[:3] >= "005") == (kind == "999")]
 
 
+def _qualifier(value: str) -> str:
+    value = value.strip()
+    return value if 0 < len(value) <= 2 else "ZZ"
+
+
 def render_ack(report: InterchangeReport, kind: str, *, next_control: Callable[[str], int], now: datetime,
                delimiters: Delimiters | None = None) -> AckDocument:
     """Render one acknowledgment of :func:`ack_kinds`; ``next_control("isa")`` / ``("gs")`` number it."""
@@ -96,8 +101,11 @@ def render_ack(report: InterchangeReport, kind: str, *, next_control: Callable[[
         d = Delimiters()  # the sender's own delimiters clash (that may be why it is rejected): use the defaults
     version = ic.version if ic.version in ("00401", "00501") else ("00501" if ic.version > "00501" else "00401")
     control = next_control("isa")
-    env = Envelope(ic.receiver_qualifier or "ZZ", ic.receiver, ic.sender_qualifier or "ZZ", ic.sender,
-                   control, version=version, ack_requested=False, usage=ic.usage or "P", delimiters=d)
+    # the reply is addressed with what the received ISA said; a malformed ISA (rejected with a TA1) may hold
+    # values that do not fit the reply's fixed-width ISA: a qualifier falls back to ZZ, an id is cut to 15
+    env = Envelope(_qualifier(ic.receiver_qualifier), ic.receiver.strip()[:15], _qualifier(ic.sender_qualifier),
+                   ic.sender.strip()[:15], control, version=version, ack_requested=False,
+                   usage=ic.usage if ic.usage in ("P", "T", "I") else "P", delimiters=d)
     if kind == "TA1":
         seg = ["TA1", ic.control, ic.date, ic.time, report.status, report.note]
         return AckDocument("TA1", control, render_interchange(env, [], now=now, ta1=seg), report.status)

@@ -45,10 +45,10 @@ class Delimiters:
     segment: str = "~"
 
     def usable(self) -> bool:
-        """Whether a document can be written with these: four different characters, none a letter, digit or
-        space (X12.5: a delimiter must not occur in data)."""
+        """Whether a document can be written with these: four different single characters, none a letter, digit
+        or space (X12.5: a delimiter must not occur in data)."""
         chars = (self.element, self.component, self.repetition, self.segment)
-        return len(set(chars)) == 4 and not any(c is None or c.isalnum() or c.isspace() for c in chars)
+        return len(set(chars)) == 4 and not any(c is None or len(c) != 1 or c.isalnum() or c.isspace() for c in chars)
 
 
 class IsaError(ParseError):

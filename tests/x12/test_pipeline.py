@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from sqlalchemy import select
 
 from bridge.db import Database
@@ -84,6 +85,28 @@ def test_rejected_interchange_commits_nothing_but_its_ta1(db: Database, archive:
     assert "IEA01" in f.reason
     (ev,) = all_rows(db, events)
     assert ev.event_type == "edi.ack.ta1.created" and "*R*021" in orjson.loads(ev.payload)["data"]["content"]
+
+
+@pytest.mark.parametrize("bend", ["merged ISA03/ISA04", "two-character ISA11"])
+def test_a_malformed_isa_is_a_failure_answered_with_a_well_formed_ta1(db: Database, archive: Archive,
+                                                                      bend: str) -> None:
+    """The TA1 of a rejected ISA is addressed with what could be read of it; values that do not fit the
+    reply's fixed-width ISA once raised while rendering it, so the file crashed its processor on every
+    retry and never showed up as a failure (found by fuzzing)."""
+    data = sample("850.x12")
+    if bend == "merged ISA03/ISA04":
+        at = [i for i, ch in enumerate(data[:106]) if ch == ord("*")][3]
+        data = data[:at] + b"%" + data[at + 1 :]  # ISA04 onwards shift: ISA05 holds a 15-character id
+    else:
+        data = data.replace(b"*^*00501*", b"*^^*00501*", 1)
+    result = run(db, archive, data, "bent.x12", mapping="x12_850")
+    assert result.records == 0  # (status partial: the TA1 is committed, as for any rejected interchange)
+    (f,) = all_rows(db, failures)
+    assert "rejected: ISA is" in f.reason and f.category == "parse"
+    (ta1,) = ack_payloads(db)
+    isa = ta1["content"][:106]
+    assert ta1["kind"] == "TA1" and isa.startswith("ISA*00*") and len(isa.split("~")[0]) == 105
+    assert "~TA1*" in ta1["content"] and "*R*" in ta1["content"]
 
 
 def ack_payloads(db: Database) -> list[dict[str, Any]]:
