@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +156,33 @@ def self_signed_cert(folder: Path) -> tuple[Path, Path]:
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return cert_path, key_path
+
+
+def mutate(rng: random.Random, data: bytes, marks: Sequence[bytes],
+           swaps: Sequence[tuple[bytes, Sequence[bytes]]] = ()) -> bytes:
+    """``data`` bent 1 to 4 times, for the fuzz tests: a span cut, random bytes inserted, one of ``marks``
+    inserted (delimiters, segment names, odd numbers), a byte flipped, the rest cut off, a span repeated, or
+    one of ``swaps`` (every ``old`` replaced by one of its choices, a delimiter mistaken for another)."""
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        if not out:
+            break
+        i = rng.randrange(len(out))
+        j = min(len(out), i + rng.randint(1, 40))
+        op = rng.randrange(6 + len(swaps))
+        if op == 0:
+            del out[i:j]
+        elif op == 1:
+            out[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+        elif op == 2:
+            out[i:i] = rng.choice(marks)
+        elif op == 3:
+            out[i] = rng.randrange(256)
+        elif op == 4:
+            del out[i:]
+        elif op == 5:
+            out[i:i] = out[i:j] * rng.randint(2, 5)
+        else:
+            old, choices = swaps[op - 6]
+            out = bytearray(bytes(out).replace(old, rng.choice(choices)))
+    return bytes(out)

@@ -22,38 +22,18 @@ from bridge.pipeline.land import Archive, land
 from bridge.pipeline.process import Processor, build_channel
 from bridge.settings import ChannelConfig
 from mappings.crosswalks import upsert_entries
+from tests.helpers import mutate as bent
 from tests.hl7.messages import DEPARTMENTS, ITEMS, SAMPLES
 
 MAPPINGS = {"dft": ("dft_p03*.hl7", "hl7_dft_p03"), "adt": ("adt_*.hl7", "hl7_adt"), "mfn": ("mfn_*.hl7", "hl7_mfn")}
 MARKS = [b"|", b"^", b"~", b"\\", b"&", b"\r", b"\n", b"\\X0\\", b"\\E\\", b"\\Z99\\", b"MSH|", b"FHS|", b"BHS|",
          b"BTS|", b"FTS|"]
+#: a field separator mistaken for another, or doubled or lost; components likewise
+SWAPS = [(b"|", [b"#", b"||", b""]), (b"^", [b"^^", b"", b"~"])]
 
 
 def mutate(rng: random.Random, data: bytes) -> bytes:
-    out = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
-        if not out:
-            break
-        i = rng.randrange(len(out))
-        j = min(len(out), i + rng.randint(1, 40))
-        op = rng.randrange(8)
-        if op == 0:
-            del out[i:j]
-        elif op == 1:
-            out[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
-        elif op == 2:
-            out[i:i] = rng.choice(MARKS)
-        elif op == 3:
-            out[i] = rng.randrange(256)
-        elif op == 4:
-            del out[i:]
-        elif op == 5:
-            out[i:i] = out[i:j] * rng.randint(2, 5)
-        elif op == 6:
-            out = bytearray(bytes(out).replace(b"|", rng.choice([b"#", b"||", b""])))
-        else:
-            out = bytearray(bytes(out).replace(b"^", rng.choice([b"^^", b"", b"~"])))
-    return bytes(out)
+    return bent(rng, data, MARKS, SWAPS)
 
 
 def test_mutated_files_end_processed_partial_or_failed_with_a_reason(db: Database, archive: Archive,

@@ -18,35 +18,13 @@ from bridge.db.tables import failures
 from bridge.pipeline.land import Archive, land
 from bridge.pipeline.process import Processor, build_channel
 from bridge.settings import ChannelConfig
+from tests.helpers import mutate
 from tests.x12.conftest import sample
 
 SETS = {"810": "x12_810", "832": "x12_832", "835": "x12_835", "837i": "x12_837", "837p": "x12_837",
         "850": "x12_850", "855": "x12_855", "856": "x12_856"}
 MARKS = [b"*", b"~", b":", b"^", b"\n", b"ISA*", b"GS*", b"ST*", b"SE*", b"GE*", b"IEA*", b"HL*", b"CLM*", b"N1*",
          b"IT1*", b"LIN*", b"-1", b"0", b"999999999999", b"1.5E10", b"NaN", b"1e400"]
-
-
-def mutate(rng: random.Random, data: bytes) -> bytes:
-    out = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
-        if not out:
-            break
-        i = rng.randrange(len(out))
-        j = min(len(out), i + rng.randint(1, 40))
-        op = rng.randrange(6)
-        if op == 0:
-            del out[i:j]
-        elif op == 1:
-            out[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
-        elif op == 2:
-            out[i:i] = rng.choice(MARKS)
-        elif op == 3:
-            out[i] = rng.randrange(256)
-        elif op == 4:
-            del out[i:]
-        else:
-            out[i:i] = out[i:j] * rng.randint(2, 5)
-    return bytes(out)
 
 
 def test_mutated_interchanges_end_processed_partial_or_failed(db: Database, archive: Archive) -> None:
@@ -59,7 +37,7 @@ def test_mutated_interchanges_end_processed_partial_or_failed(db: Database, arch
     statuses: collections.Counter[str] = collections.Counter()
     for i in range(400):
         kind = rng.choice(sorted(SETS))
-        landed = land(db, archive, channel=kind, src=io.BytesIO(mutate(rng, samples[kind])), name=f"fuzz-{i}.x12")
+        landed = land(db, archive, channel=kind, src=io.BytesIO(mutate(rng, samples[kind], MARKS)), name=f"fuzz-{i}.x12")
         result = proc.process(landed.inbound_id)
         if landed.duplicate:
             assert result is None
